@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependencies point one way: AoEWire / ATACore (pure) <- BlockDevices / PacketTransport (I/O)
+// <- AoETarget / AoEInitiator <- executables.
+let package = Package(
+    name: "aoe-target",
+    products: [
+        .executable(name: "aoe-target", targets: ["aoe-target"]),
+        .executable(name: "aoectl", targets: ["aoectl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    ],
+    targets: [
+        .target(name: "CLinuxShims"),
+        .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
+        .target(name: "AoEWire"),
+        .target(name: "ATACore", dependencies: ["AoEWire"]),
+        .target(name: "LinuxSystem", dependencies: ["CLinuxShims"]),
+        .target(name: "BlockDevices", dependencies: ["ATACore", "LinuxSystem", "CLinuxShims"]),
+        .target(name: "PacketTransport", dependencies: ["AoEWire", "LinuxSystem", "CLinuxShims", "CPcap"]),
+        .target(name: "AoETarget", dependencies: ["AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem"]),
+        .target(name: "AoEInitiator", dependencies: ["AoEWire", "ATACore", "PacketTransport", "LinuxSystem"]),
+        .executableTarget(name: "aoe-target", dependencies: [
+            "AoETarget", "BlockDevices", "PacketTransport", "LinuxSystem",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "aoectl", dependencies: [
+            "AoEInitiator", "ATACore", "AoEWire", "PacketTransport", "LinuxSystem",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ]),
+        .testTarget(name: "AoEWireTests", dependencies: ["AoEWire"]),
+        .testTarget(name: "ATACoreTests", dependencies: ["ATACore", "AoEWire"]),
+        .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),
+        .testTarget(name: "AoETargetTests", dependencies: ["AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

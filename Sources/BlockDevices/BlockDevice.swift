@@ -1,0 +1,40 @@
+import LinuxSystem
+
+/// What a device can do, asked once when it is opened and then enforced by the ATA dispatcher.
+public struct DeviceCapabilities: Hashable, Sendable {
+    public var writable: Bool
+    /// FLUSH reaches stable storage (fdatasync, or the drive's own flush).
+    public var canFlush: Bool
+    /// Data buffers must be aligned to this many bytes (O_DIRECT); 1 when any address works.
+    public var bufferAlignment: Int
+
+    public init(writable: Bool, canFlush: Bool, bufferAlignment: Int = 1) {
+        self.writable = writable
+        self.canFlush = canFlush
+        self.bufferAlignment = bufferAlignment
+    }
+}
+
+/// A failed device operation. Mapped to ATA ABRT in the reply and logged with its context.
+public struct DeviceError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var underlying: SystemError
+    public init(_ underlying: SystemError) { self.underlying = underlying }
+    public var description: String { underlying.description }
+}
+
+/// Storage behind an export, addressed in 512-byte sectors. Implementations are safe to call from several
+/// threads at once (positioned I/O); range and capability checks happen before a call reaches them.
+public protocol BlockDevice: AnyObject, Sendable {
+    var sectorCount: UInt64 { get }
+    var capabilities: DeviceCapabilities { get }
+    /// A short name for logs ("image disk.img", "null").
+    var name: String { get }
+    /// A stable identity for the IDENTIFY serial number (the same image gives the same serial).
+    var identity: String { get }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError)
+    func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError)
+    func flush() throws(DeviceError)
+}
+
+public let sectorSize = 512

@@ -1,0 +1,112 @@
+import Glibc
+import LinuxSystem
+import CLinuxShims
+
+/// A disk image: a regular file or a block device, optionally a window of it (offset and length in sectors).
+public final class ImageDevice: BlockDevice, @unchecked Sendable {
+    public struct Options: Hashable, Sendable {
+        public var readOnly = false
+        /// O_DIRECT: bypass the page cache (buffers and offsets 512-aligned).
+        public var direct = false
+        /// Sectors to skip at the start of the file.
+        public var offsetSectors: UInt64 = 0
+        /// Sectors to export; nil = up to the end.
+        public var lengthSectors: UInt64? = nil
+        public init() {}
+    }
+
+    public enum OpenError: Error, CustomStringConvertible {
+        case system(SystemError)
+        case notARegularFileOrBlockDevice(String)
+        case inUse(String)
+        case tooSmall(path: String, sectors: UInt64, offset: UInt64, length: UInt64?)
+        case empty(String)
+
+        public var description: String {
+            switch self {
+            case .system(let e):
+                switch e.errno {
+                case ENOENT: return "\(e.context): no such file"
+                case EACCES, EPERM: return "\(e.context): permission denied"
+                case EBUSY: return "\(e.context): device busy (mounted, or exported by another process)"
+                case EINVAL where e.call == "open": return "\(e.context): the filesystem does not support O_DIRECT (--direct); tmpfs does not"
+                default: return e.description
+                }
+            case .notARegularFileOrBlockDevice(let p): return "\(p): not a regular file or block device"
+            case .inUse(let p): return "\(p): in use by another process (it holds the image's lock; two targets must never serve one image)"
+            case .tooSmall(let p, let s, let o, let l):
+                return "\(p): image too small: it has \(s) sectors, the window needs offset \(o)" + (l.map { " + length \($0)" } ?? " + at least 1")
+            case .empty(let p): return "\(p): image is empty (0 sectors); create it first, e.g. truncate -s 1G \(p)"
+            }
+        }
+    }
+
+    public let path: String
+    public let sectorCount: UInt64
+    public let capabilities: DeviceCapabilities
+    public let identity: String
+    public var name: String { "image \(path)" }
+    private let fd: Int32
+    private let byteOffset: Int
+
+    public init(path: String, options: Options) throws(OpenError) {
+        self.path = path
+        var flags = options.readOnly ? O_RDONLY : O_RDWR
+        if options.direct { flags |= CLinuxShims_O_DIRECT() }
+        let fd: Int32
+        do {
+            // Probe the kind first: a block device must be opened with O_EXCL so a mounted disk is refused.
+            var st = stat()
+            guard stat(path, &st) == 0 else { throw SystemError(call: "stat", errno: errno, context: path) }
+            let isBlock = (st.st_mode & S_IFMT) == S_IFBLK
+            guard isBlock || (st.st_mode & S_IFMT) == S_IFREG else { throw OpenError.notARegularFileOrBlockDevice(path) }
+            fd = try Syscall.open(path, flags: flags | (isBlock ? O_EXCL : 0))
+            do {
+                let bytes: UInt64
+                if isBlock {
+                    bytes = try Syscall.blockDeviceSize(fd, context: path)
+                } else {
+                    guard try Syscall.tryExclusiveLock(fd, context: path) else { throw OpenError.inUse(path) }
+                    bytes = UInt64(try Syscall.fstat(fd, context: path).st_size)
+                }
+                let total = bytes / UInt64(sectorSize)
+                if total == 0 { throw OpenError.empty(path) }
+                guard options.offsetSectors < total else {
+                    throw OpenError.tooSmall(path: path, sectors: total, offset: options.offsetSectors, length: options.lengthSectors)
+                }
+                let available = total - options.offsetSectors
+                if let length = options.lengthSectors, length > available || length == 0 {
+                    throw OpenError.tooSmall(path: path, sectors: total, offset: options.offsetSectors, length: length)
+                }
+                sectorCount = options.lengthSectors ?? available
+                identity = "\(st.st_dev):\(st.st_ino):\(options.offsetSectors)"
+            } catch {
+                Syscall.close(fd)
+                throw error
+            }
+        } catch let e as OpenError {
+            throw e
+        } catch let e as SystemError {
+            throw .system(e)
+        } catch {
+            fatalError("unexpected error \(error)")
+        }
+        self.fd = fd
+        byteOffset = Int(options.offsetSectors) * sectorSize
+        capabilities = DeviceCapabilities(writable: !options.readOnly, canFlush: true, bufferAlignment: options.direct ? 4096 : 1)
+    }
+
+    deinit { Syscall.close(fd) }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        do { try Syscall.preadFully(fd, buffer, offset: byteOffset + Int(lba) * sectorSize, context: path) } catch { throw DeviceError(error) }
+    }
+
+    public func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        do { try Syscall.pwriteFully(fd, buffer, offset: byteOffset + Int(lba) * sectorSize, context: path) } catch { throw DeviceError(error) }
+    }
+
+    public func flush() throws(DeviceError) {
+        do { try Syscall.fdatasync(fd, context: path) } catch { throw DeviceError(error) }
+    }
+}

@@ -1,0 +1,53 @@
+import Synchronization
+
+/// Reads return zeros, writes are discarded, any size: the ceiling reference for benchmarks (nbdkit's null plugin).
+public final class NullDevice: BlockDevice {
+    public let sectorCount: UInt64
+    public let capabilities = DeviceCapabilities(writable: true, canFlush: true)
+    public var name: String { "null" }
+    public var identity: String { "null:\(sectorCount)" }
+
+    public init(sectors: UInt64) { sectorCount = sectors }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+    }
+    public func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {}
+    public func flush() throws(DeviceError) {}
+}
+
+/// A device in memory, for tests. Records flushes so tests can check ordering against replies.
+public final class MemoryDevice: BlockDevice {
+    public let sectorCount: UInt64
+    public let capabilities: DeviceCapabilities
+    public var name: String { "memory" }
+    public var identity: String { "memory:\(sectorCount)" }
+    private let storage: Mutex<[UInt8]>
+    public let flushCount = Atomic<Int>(0)
+
+    public init(sectors: UInt64, writable: Bool = true) {
+        sectorCount = sectors
+        capabilities = DeviceCapabilities(writable: writable, canFlush: true)
+        storage = Mutex([UInt8](repeating: 0, count: Int(sectors) * sectorSize))
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        storage.withLock { bytes in
+            let start = Int(lba) * sectorSize
+            bytes.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[start..<(start + buffer.count)])) }
+        }
+    }
+
+    public func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        storage.withLock { bytes in
+            let start = Int(lba) * sectorSize
+            bytes.replaceSubrange(start..<(start + buffer.count), with: buffer)
+        }
+    }
+
+    public func flush() throws(DeviceError) { flushCount.add(1, ordering: .relaxed) }
+
+    public func contents(lba: UInt64, count: Int) -> [UInt8] {
+        storage.withLock { Array($0[(Int(lba) * sectorSize)..<((Int(lba) + count) * sectorSize)]) }
+    }
+}

@@ -1,0 +1,87 @@
+#define _GNU_SOURCE
+#include "CLinuxShims.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/file.h>
+#include <sys/syscall.h>
+#include <linux/fs.h>
+#include <linux/capability.h>
+
+static int with_ifreq(const char *name, unsigned long request, struct ifreq *ifr) {
+    if (strlen(name) >= IFNAMSIZ) { errno = ENODEV; return -1; }
+    memset(ifr, 0, sizeof *ifr);
+    strncpy(ifr->ifr_name, name, IFNAMSIZ - 1);
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    int rc = ioctl(fd, request, ifr);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+int CLinuxShims_interfaceIndex(const char *name, int *index) {
+    struct ifreq ifr;
+    if (with_ifreq(name, SIOCGIFINDEX, &ifr) < 0) return -1;
+    *index = ifr.ifr_ifindex;
+    return 0;
+}
+
+int CLinuxShims_interfaceHardwareAddress(const char *name, uint8_t mac[6]) {
+    struct ifreq ifr;
+    if (with_ifreq(name, SIOCGIFHWADDR, &ifr) < 0) return -1;
+    memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+    return 0;
+}
+
+int CLinuxShims_interfaceMTU(const char *name, int *mtu) {
+    struct ifreq ifr;
+    if (with_ifreq(name, SIOCGIFMTU, &ifr) < 0) return -1;
+    *mtu = ifr.ifr_mtu;
+    return 0;
+}
+
+int CLinuxShims_interfaceFlags(const char *name, int *flags) {
+    struct ifreq ifr;
+    if (with_ifreq(name, SIOCGIFFLAGS, &ifr) < 0) return -1;
+    *flags = ifr.ifr_flags;
+    return 0;
+}
+
+int CLinuxShims_blockDeviceSize(int fd, uint64_t *bytes) {
+    return ioctl(fd, BLKGETSIZE64, bytes);
+}
+
+int CLinuxShims_sgIO(int fd, sg_io_hdr_t *hdr) {
+    return ioctl(fd, SG_IO, hdr);
+}
+
+_Static_assert(sizeof(CLinuxShims_mmsghdr) == sizeof(struct mmsghdr), "mmsghdr layout");
+
+int CLinuxShims_recvmmsg(int fd, CLinuxShims_mmsghdr *msgs, unsigned int count, int flags) {
+    return recvmmsg(fd, (struct mmsghdr *)msgs, count, flags, NULL);
+}
+
+int CLinuxShims_sendmmsg(int fd, CLinuxShims_mmsghdr *msgs, unsigned int count, int flags) {
+    return sendmmsg(fd, (struct mmsghdr *)msgs, count, flags);
+}
+
+int CLinuxShims_lockExclusiveNonBlocking(int fd) { return flock(fd, LOCK_EX | LOCK_NB); }
+
+int CLinuxShims_attachFilter(int fd, const struct sock_filter *code, unsigned short count) {
+    struct sock_fprog prog = { .len = count, .filter = (struct sock_filter *)code };
+    return setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog);
+}
+
+int CLinuxShims_hasCapability(int capability) {
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &header, data) < 0) return 0;
+    return (data[capability / 32].effective >> (capability % 32)) & 1;
+}
+
+int CLinuxShims_O_DIRECT(void) { return O_DIRECT; }

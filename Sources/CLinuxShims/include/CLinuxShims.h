@@ -1,0 +1,54 @@
+// Kernel and libc surfaces that Glibc's Swift module does not expose.
+// Each shim exists because Swift cannot see the header, cannot call a variadic
+// function (ioctl), or cannot import a function-like macro (BLKGETSIZE64, _IOR).
+#ifndef CLINUXSHIMS_H
+#define CLINUXSHIMS_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <linux/if_packet.h>
+#include <linux/if_ether.h>
+#include <linux/filter.h>
+#include <net/if.h>
+#include <scsi/sg.h>
+
+/// The EtherType IEEE assigned to ATA over Ethernet (AoEr11 section 2.1).
+#define CLS_ETH_P_AOE 0x88A2
+
+/// Interface facts read through SIOCGIF* ioctls on a throwaway socket.
+/// Returns 0, or -1 with errno set (ENODEV: no such interface).
+int CLinuxShims_interfaceIndex(const char *name, int *index);
+int CLinuxShims_interfaceHardwareAddress(const char *name, uint8_t mac[6]);
+int CLinuxShims_interfaceMTU(const char *name, int *mtu);
+int CLinuxShims_interfaceFlags(const char *name, int *flags);
+
+/// ioctl(fd, BLKGETSIZE64, &bytes): BLKGETSIZE64 is an _IOR macro Swift cannot import.
+int CLinuxShims_blockDeviceSize(int fd, uint64_t *bytes);
+
+/// ioctl(fd, SG_IO, hdr): ioctl is variadic.
+int CLinuxShims_sgIO(int fd, sg_io_hdr_t *hdr);
+
+/// recvmmsg/sendmmsg are declared only under _GNU_SOURCE, which the Swift module does not define.
+/// Same layout as the kernel's struct mmsghdr.
+typedef struct CLinuxShims_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+} CLinuxShims_mmsghdr;
+int CLinuxShims_recvmmsg(int fd, CLinuxShims_mmsghdr *msgs, unsigned int count, int flags);
+int CLinuxShims_sendmmsg(int fd, CLinuxShims_mmsghdr *msgs, unsigned int count, int flags);
+
+/// flock(fd, LOCK_EX | LOCK_NB): Swift sees `flock` as the struct of the same name.
+int CLinuxShims_lockExclusiveNonBlocking(int fd);
+
+/// Attaches a classic BPF program (SO_ATTACH_FILTER); sock_fprog holds a pointer Swift would have to build by hand.
+int CLinuxShims_attachFilter(int fd, const struct sock_filter *code, unsigned short count);
+
+/// Whether the calling process has CAP_NET_RAW in its effective set (capget without libcap).
+int CLinuxShims_hasCapability(int capability);
+
+/// O_DIRECT is a _GNU_SOURCE constant.
+int CLinuxShims_O_DIRECT(void);
+
+#endif

@@ -1,0 +1,158 @@
+import Glibc
+import CLinuxShims
+import Synchronization
+
+/// The one place that calls into the kernel for files and sockets. Each wrapper names its C call, retries
+/// EINTR, returns EAGAIN as `nil` where a caller polls, traps on errnos that can only mean a bug of ours
+/// (EFAULT, EBADF), and throws `SystemError` for the rest.
+public enum Syscall {
+    /// Counts of calls that tests and the statistics report want to see (fdatasync reaching the kernel).
+    public static let fdatasyncCalls = Atomic<Int>(0)
+
+    /// Test hook: when > 0, the Nth following pwrite fails with EIO (1 = the next one). Set only by tests
+    /// and by the fault-injection option; zero costs one relaxed load per write.
+    public static let failPwriteAfter = Atomic<Int>(0)
+
+    @inline(__always)
+    static func checkBug(_ call: String, _ err: Int32) {
+        precondition(err != EFAULT && err != EBADF, "\(call) returned \(String(cString: strerror(err))): a bug in aoe-target")
+    }
+
+    @inline(__always)
+    static func retrying<T: BinaryInteger>(_ call: String, _ context: @autoclosure () -> String, _ body: () -> T) throws(SystemError) -> T {
+        while true {
+            let rc = body()
+            if rc >= 0 { return rc }
+            let err = errno
+            if err == EINTR { continue }
+            checkBug(call, err)
+            throw SystemError(call: call, errno: err, context: context())
+        }
+    }
+
+    /// open(2).
+    public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(SystemError) -> Int32 {
+        try retrying("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    /// close(2). EINTR is not retried: on Linux the descriptor is gone either way.
+    public static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+
+    /// fstat(2).
+    public static func fstat(_ fd: Int32, context: String) throws(SystemError) -> stat {
+        var st = stat()
+        _ = try retrying("fstat", context) { Glibc.fstat(fd, &st) }
+        return st
+    }
+
+    /// flock(fd, LOCK_EX | LOCK_NB). Returns false when another process holds the lock.
+    public static func tryExclusiveLock(_ fd: Int32, context: String) throws(SystemError) -> Bool {
+        while true {
+            if CLinuxShims_lockExclusiveNonBlocking(fd) == 0 { return true }
+            let err = errno
+            if err == EINTR { continue }
+            if err == EWOULDBLOCK { return false }
+            throw SystemError(call: "flock", errno: err, context: context)
+        }
+    }
+
+    /// ioctl(BLKGETSIZE64).
+    public static func blockDeviceSize(_ fd: Int32, context: String) throws(SystemError) -> UInt64 {
+        var bytes: UInt64 = 0
+        _ = try retrying("ioctl(BLKGETSIZE64)", context) { CLinuxShims_blockDeviceSize(fd, &bytes) }
+        return bytes
+    }
+
+    /// pread(2) until `buffer` is full. A short read at end of file is an error naming the offset.
+    public static func preadFully(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int, context: String) throws(SystemError) {
+        var done = 0
+        while done < buffer.count {
+            let n = try retrying("pread", "\(context) at byte \(offset + done)") {
+                Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            }
+            if n == 0 { throw SystemError(call: "pread", errno: EIO, context: "\(context): unexpected end of file at byte \(offset + done)") }
+            done += n
+        }
+    }
+
+    /// pwrite(2) until all of `buffer` is written.
+    public static func pwriteFully(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, offset: Int, context: String) throws(SystemError) {
+        if failPwriteAfter.load(ordering: .relaxed) > 0, failPwriteAfter.subtract(1, ordering: .relaxed).newValue == 0 {
+            throw SystemError(call: "pwrite", errno: EIO, context: "\(context) at byte \(offset) (injected)")
+        }
+        var done = 0
+        while done < buffer.count {
+            let n = try retrying("pwrite", "\(context) at byte \(offset + done)") {
+                Glibc.pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            }
+            done += n
+        }
+    }
+
+    /// fdatasync(2): everything written so far reaches stable storage.
+    public static func fdatasync(_ fd: Int32, context: String) throws(SystemError) {
+        _ = try retrying("fdatasync", context) { Glibc.fdatasync(fd) }
+        fdatasyncCalls.add(1, ordering: .relaxed)
+    }
+
+    /// socket(2).
+    public static func socket(domain: Int32, type: Int32, protocol proto: Int32, context: String) throws(SystemError) -> Int32 {
+        try retrying("socket", context) { Glibc.socket(domain, type | Int32(SOCK_CLOEXEC.rawValue), proto) }
+    }
+
+    /// setsockopt(2) with an integer value.
+    public static func setSocketOption(_ fd: Int32, level: Int32, name: Int32, value: Int32, context: String) throws(SystemError) {
+        var v = value
+        _ = try retrying("setsockopt", context) { Glibc.setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size)) }
+    }
+
+    /// bind(2) of an AF_PACKET address.
+    public static func bind(_ fd: Int32, _ address: sockaddr_ll, context: String) throws(SystemError) {
+        var a = address
+        _ = try retrying("bind", context) {
+            withUnsafePointer(to: &a) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_ll>.size)) }
+            }
+        }
+    }
+
+    /// recvmmsg(2). Returns the number of messages, or 0 when nothing is waiting (EAGAIN) or the wait timed out.
+    public static func recvmmsg(_ fd: Int32, _ msgs: UnsafeMutablePointer<CLinuxShims_mmsghdr>, count: Int, flags: Int32 = 0, context: String) throws(SystemError) -> Int {
+        while true {
+            let n = CLinuxShims_recvmmsg(fd, msgs, UInt32(count), flags)
+            if n >= 0 { return Int(n) }
+            let err = errno
+            if err == EINTR { continue }
+            if err == EAGAIN || err == EWOULDBLOCK { return 0 }
+            checkBug("recvmmsg", err)
+            throw SystemError(call: "recvmmsg", errno: err, context: context)
+        }
+    }
+
+    /// sendmmsg(2). Returns how many of `count` messages the kernel took; EAGAIN counts as none.
+    public static func sendmmsg(_ fd: Int32, _ msgs: UnsafeMutablePointer<CLinuxShims_mmsghdr>, count: Int, context: String) throws(SystemError) -> Int {
+        while true {
+            let n = CLinuxShims_sendmmsg(fd, msgs, UInt32(count), 0)
+            if n >= 0 { return Int(n) }
+            let err = errno
+            if err == EINTR { continue }
+            if err == EAGAIN || err == EWOULDBLOCK { return 0 }
+            checkBug("sendmmsg", err)
+            throw SystemError(call: "sendmmsg", errno: err, context: context)
+        }
+    }
+
+    /// SO_ATTACH_FILTER with a classic BPF program.
+    public static func attachFilter(_ fd: Int32, _ program: [sock_filter], context: String) throws(SystemError) {
+        _ = try retrying("setsockopt(SO_ATTACH_FILTER)", context) {
+            program.withUnsafeBufferPointer { CLinuxShims_attachFilter(fd, $0.baseAddress, UInt16($0.count)) }
+        }
+    }
+
+    /// ioctl(SG_IO).
+    public static func sgIO(_ fd: Int32, _ header: inout sg_io_hdr_t, context: String) throws(SystemError) {
+        _ = try retrying("ioctl(SG_IO)", context) { CLinuxShims_sgIO(fd, &header) }
+    }
+}
