@@ -25,7 +25,7 @@ public final class ConditionLock: @unchecked Sendable {
     public func broadcast() { pthread_cond_broadcast(condition) }
     public func signal() { pthread_cond_signal(condition) }
 
-    @inline(__always)
+    @inline(__always) @discardableResult
     public func withLock<T>(_ body: () throws -> T) rethrows -> T {
         lock()
         defer { unlock() }

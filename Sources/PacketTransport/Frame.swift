@@ -1,0 +1,57 @@
+import AoEWire
+
+/// One frame's bytes in a `FramePool` slot. `length` is what was received or what is to be sent.
+public struct Frame: @unchecked Sendable {
+    public let base: UnsafeMutableRawPointer
+    public let capacity: Int
+    public var length: Int
+
+    public init(base: UnsafeMutableRawPointer, capacity: Int, length: Int = 0) {
+        self.base = base
+        self.capacity = capacity
+        self.length = length
+    }
+
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: length) }
+    public var buffer: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: base, count: capacity) }
+
+    /// The data area after the 36-byte ATA header, where read data lands and write data sits.
+    public func payload(count: Int) -> UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: base + AoELayout.ataHeaderSize, count: count)
+    }
+
+    /// Zero-fills up to the Ethernet minimum: aoeping ignores shorter replies and veth does not pad.
+    public mutating func padToMinimum() {
+        if length < AoELayout.minimumFrameSize {
+            (base + length).initializeMemory(as: UInt8.self, repeating: 0, count: AoELayout.minimumFrameSize - length)
+            length = AoELayout.minimumFrameSize
+        }
+    }
+}
+
+/// Fixed, page-aligned frame slots allocated once. Each frame starts 36 bytes before a page boundary so its
+/// ATA data area is page-aligned, which O_DIRECT needs and which lets read data land in the reply frame.
+public final class FramePool: @unchecked Sendable {
+    public static let pageSize = 4096
+    public let frameCapacity: Int
+    public let slotCount: Int
+    private let memory: UnsafeMutableRawPointer
+    private let stride: Int
+
+    public init(slots: Int, frameCapacity: Int) {
+        precondition(slots > 0 && frameCapacity >= AoELayout.minimumFrameSize)
+        self.frameCapacity = frameCapacity
+        slotCount = slots
+        let dataPages = (frameCapacity - AoELayout.ataHeaderSize + Self.pageSize - 1) / Self.pageSize
+        stride = Self.pageSize * (1 + dataPages)
+        memory = UnsafeMutableRawPointer.allocate(byteCount: stride * slots, alignment: Self.pageSize)
+        memory.initializeMemory(as: UInt8.self, repeating: 0, count: stride * slots)
+    }
+
+    deinit { memory.deallocate() }
+
+    public func frame(_ index: Int) -> Frame {
+        precondition(index >= 0 && index < slotCount)
+        return Frame(base: memory + index * stride + Self.pageSize - AoELayout.ataHeaderSize, capacity: frameCapacity)
+    }
+}

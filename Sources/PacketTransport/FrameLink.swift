@@ -1,0 +1,17 @@
+import AoEWire
+import LinuxSystem
+
+/// Where frames come from and go to: a real AF_PACKET socket, or an in-memory link in tests.
+public protocol FrameLink: AnyObject, Sendable {
+    var macAddress: MACAddress { get }
+    var interfaceName: String { get }
+    /// The interface MTU now (it can change while we run).
+    func currentMTU() -> Int
+    /// Fills `frames` (their lengths) with up to `frames.count` received frames; waits a bounded time for
+    /// the first one and returns 0 if none came. Only one thread receives.
+    func receive(_ frames: UnsafeMutableBufferPointer<Frame>) throws(SystemError) -> Int
+    /// Sends frames in one batch; returns how many the kernel took. Callable from the receiving thread only.
+    func send(_ frames: UnsafeBufferPointer<Frame>) throws(SystemError) -> Int
+    /// Sends one frame; callable from any thread.
+    func sendOne(_ frame: Frame) throws(SystemError)
+}

@@ -1,0 +1,143 @@
+import Glibc
+import AoEWire
+import LinuxSystem
+import CLinuxShims
+
+/// An AF_PACKET raw socket bound to one interface and EtherType 0x88A2. Receives in batches with recvmmsg,
+/// sends batches with sendmmsg, optionally records every frame to a pcap file.
+public final class PacketSocket: FrameLink, @unchecked Sendable {
+    public enum OpenError: Error, CustomStringConvertible {
+        case noSuchInterface(String)
+        case interfaceDown(String)
+        case notPermitted(String)
+        case system(SystemError)
+
+        public var description: String {
+            switch self {
+            case .noSuchInterface(let n): "\(n): no such network interface"
+            case .interfaceDown(let n): "\(n): interface is down (ip link set \(n) up)"
+            case .notPermitted(let n): "\(n): raw packet sockets need root or CAP_NET_RAW"
+            case .system(let e): e.description
+            }
+        }
+    }
+
+    public let interfaceName: String
+    public let interfaceIndex: Int32
+    public let macAddress: MACAddress
+    public let maxBatch: Int
+    private let fd: Int32
+    private let pcap: PcapWriter?
+    // recvmmsg/sendmmsg scratch, allocated once; receive and batch send belong to one thread each.
+    private let rxHeaders: UnsafeMutablePointer<CLinuxShims_mmsghdr>
+    private let rxVectors: UnsafeMutablePointer<iovec>
+    private let txHeaders: UnsafeMutablePointer<CLinuxShims_mmsghdr>
+    private let txVectors: UnsafeMutablePointer<iovec>
+
+    /// - Parameters:
+    ///   - receiveTimeoutMilliseconds: how long `receive` waits for a first frame before returning 0.
+    ///   - receiveBufferBytes: SO_RCVBUFFORCE size, so a burst of `bufferCount` frames is not dropped.
+    public init(interface name: String, maxBatch: Int = 32, receiveTimeoutMilliseconds: Int = 200,
+                receiveBufferBytes: Int? = nil, filter: [sock_filter]? = nil, pcap: PcapWriter? = nil) throws(OpenError) {
+        let info: NetworkInterface
+        do { info = try NetworkInterface.lookup(name) } catch {
+            throw error.errno == ENODEV ? .noSuchInterface(name) : .system(error)
+        }
+        guard info.isUp else { throw .interfaceDown(name) }
+        let fd: Int32
+        do {
+            fd = try Syscall.socket(domain: AF_PACKET, type: Int32(SOCK_RAW.rawValue), protocol: Int32(UInt16(CLS_ETH_P_AOE).bigEndian), context: name)
+        } catch {
+            throw (error.errno == EPERM || error.errno == EACCES) ? .notPermitted(name) : .system(error)
+        }
+        do throws(SystemError) {
+            // The filter goes on before bind so no unfiltered frame is queued in between.
+            if let filter { try Syscall.attachFilter(fd, filter, context: name) }
+            var address = sockaddr_ll()
+            address.sll_family = UInt16(AF_PACKET)
+            address.sll_protocol = UInt16(CLS_ETH_P_AOE).bigEndian
+            address.sll_ifindex = info.index
+            try Syscall.bind(fd, address, context: name)
+            // Our own transmissions would otherwise come back to us on this socket.
+            try? Syscall.setSocketOption(fd, level: SOL_PACKET, name: 23 /* PACKET_IGNORE_OUTGOING */, value: 1, context: name)
+            var timeout = timeval(tv_sec: receiveTimeoutMilliseconds / 1000, tv_usec: (receiveTimeoutMilliseconds % 1000) * 1000)
+            guard setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+                throw SystemError(call: "setsockopt(SO_RCVTIMEO)", errno: errno, context: name)
+            }
+            if let bytes = receiveBufferBytes {
+                // RCVBUFFORCE passes rmem_max when privileged; fall back to the capped form otherwise.
+                do { try Syscall.setSocketOption(fd, level: SOL_SOCKET, name: SO_RCVBUFFORCE, value: Int32(clamping: bytes), context: name) }
+                catch { try Syscall.setSocketOption(fd, level: SOL_SOCKET, name: SO_RCVBUF, value: Int32(clamping: bytes), context: name) }
+            }
+        } catch {
+            Syscall.close(fd)
+            throw .system(error)
+        }
+        self.fd = fd
+        self.pcap = pcap
+        interfaceName = name
+        interfaceIndex = info.index
+        let m = info.macBytes
+        macAddress = MACAddress(m[0], m[1], m[2], m[3], m[4], m[5])
+        self.maxBatch = maxBatch
+        rxHeaders = .allocate(capacity: maxBatch)
+        rxVectors = .allocate(capacity: maxBatch)
+        txHeaders = .allocate(capacity: maxBatch)
+        txVectors = .allocate(capacity: maxBatch)
+        rxHeaders.initialize(repeating: CLinuxShims_mmsghdr(), count: maxBatch)
+        txHeaders.initialize(repeating: CLinuxShims_mmsghdr(), count: maxBatch)
+    }
+
+    deinit {
+        Syscall.close(fd)
+        rxHeaders.deallocate()
+        rxVectors.deallocate()
+        txHeaders.deallocate()
+        txVectors.deallocate()
+    }
+
+    public func currentMTU() -> Int {
+        (try? NetworkInterface.currentMTU(interfaceName)) ?? 1500
+    }
+
+    public func receive(_ frames: UnsafeMutableBufferPointer<Frame>) throws(SystemError) -> Int {
+        let count = min(frames.count, maxBatch)
+        for i in 0..<count {
+            rxVectors[i] = iovec(iov_base: frames[i].base, iov_len: frames[i].capacity)
+            rxHeaders[i] = CLinuxShims_mmsghdr()
+            rxHeaders[i].msg_hdr.msg_iov = rxVectors + i
+            rxHeaders[i].msg_hdr.msg_iovlen = 1
+        }
+        // MSG_WAITFORONE: block (up to SO_RCVTIMEO) for the first frame, then take whatever else is queued.
+        let n = try Syscall.recvmmsg(fd, rxHeaders, count: count, flags: Int32(MSG_WAITFORONE), context: interfaceName)
+        for i in 0..<n {
+            frames[i].length = Int(rxHeaders[i].msg_len)
+            // A frame longer than the slot arrives truncated (MSG_TRUNC): mark it so the parser rejects it.
+            if rxHeaders[i].msg_hdr.msg_flags & Int32(MSG_TRUNC) != 0 { frames[i].length = 0 }
+            pcap?.record(frames[i].bytes)
+        }
+        return n
+    }
+
+    public func send(_ frames: UnsafeBufferPointer<Frame>) throws(SystemError) -> Int {
+        let count = min(frames.count, maxBatch)
+        for i in 0..<count {
+            txVectors[i] = iovec(iov_base: frames[i].base, iov_len: frames[i].length)
+            txHeaders[i] = CLinuxShims_mmsghdr()
+            txHeaders[i].msg_hdr.msg_iov = txVectors + i
+            txHeaders[i].msg_hdr.msg_iovlen = 1
+            pcap?.record(frames[i].bytes)
+        }
+        return try Syscall.sendmmsg(fd, txHeaders, count: count, context: interfaceName)
+    }
+
+    public func sendOne(_ frame: Frame) throws(SystemError) {
+        pcap?.record(frame.bytes)
+        while true {
+            if Glibc.send(fd, frame.base, frame.length, 0) >= 0 { return }
+            let err = errno
+            if err == EINTR { continue }
+            throw SystemError(call: "send", errno: err, context: interfaceName)
+        }
+    }
+}
