@@ -38,12 +38,14 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
     ///   - receiveTimeoutMilliseconds: how long `receive` waits for a first frame before returning 0.
     ///   - receiveBufferBytes: SO_RCVBUFFORCE size, so a burst of `bufferCount` frames is not dropped.
     public init(interface name: String, maxBatch: Int = 32, receiveTimeoutMilliseconds: Int = 200,
-                receiveBufferBytes: Int? = nil, filter: [sock_filter]? = nil, pcap: PcapWriter? = nil) throws(OpenError) {
+                receiveBufferBytes: Int? = nil, filter: ((MACAddress) -> [sock_filter])? = nil, pcap: PcapWriter? = nil) throws(OpenError) {
         let info: NetworkInterface
         do { info = try NetworkInterface.lookup(name) } catch {
             throw error.errno == ENODEV ? .noSuchInterface(name) : .system(error)
         }
         guard info.isUp else { throw .interfaceDown(name) }
+        let m = info.macBytes
+        let mac = MACAddress(m[0], m[1], m[2], m[3], m[4], m[5])
         let fd: Int32
         do {
             fd = try Syscall.socket(domain: AF_PACKET, type: Int32(SOCK_RAW.rawValue), protocol: Int32(UInt16(CLS_ETH_P_AOE).bigEndian), context: name)
@@ -52,7 +54,7 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
         }
         do throws(SystemError) {
             // The filter goes on before bind so no unfiltered frame is queued in between.
-            if let filter { try Syscall.attachFilter(fd, filter, context: name) }
+            if let filter { try Syscall.attachFilter(fd, filter(mac), context: name) }
             var address = sockaddr_ll()
             address.sll_family = UInt16(AF_PACKET)
             address.sll_protocol = UInt16(CLS_ETH_P_AOE).bigEndian
@@ -77,8 +79,7 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
         self.pcap = pcap
         interfaceName = name
         interfaceIndex = info.index
-        let m = info.macBytes
-        macAddress = MACAddress(m[0], m[1], m[2], m[3], m[4], m[5])
+        macAddress = mac
         self.maxBatch = maxBatch
         rxHeaders = .allocate(capacity: maxBatch)
         rxVectors = .allocate(capacity: maxBatch)

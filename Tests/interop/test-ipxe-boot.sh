@@ -154,7 +154,7 @@ it_qemu_run "$TIMEOUT" "$SERIAL" "AOEBOOT-$NONCE" \
     -append "ifopen net0 && sanboot aoe:e$SHELF.$SLOT || poweroff" \
     -netdev "tap,id=n0,ifname=$IT_TAP,script=no,downscript=no" \
     -device "virtio-net-pci,netdev=n0,romfile=" \
-    -device isa-debug-exit,iobase=0xf4,iosize=0x04
+    -device isa-debug-exit,iobase=0xf4,iosize=0x04 $IT_IPXE_EXTRA
 QRC=$?
 T_Q=$((SECONDS - T_Q))
 sleep 1

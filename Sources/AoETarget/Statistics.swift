@@ -1,0 +1,71 @@
+import Synchronization
+
+/// Counters by reason, shared by the receive thread and the workers (relaxed atomics: they are reports,
+/// not synchronisation).
+public final class TargetStatistics: @unchecked Sendable {
+    public enum Counter: Int, CaseIterable, Sendable {
+        case framesReceived, framesSent
+        case droppedTruncated, droppedNotForUs, droppedResponse, droppedOtherAddress, droppedMasked, droppedOverrun
+        case droppedConfigNoMatch
+        case aoeErrorsSent, ataErrors, ataOutOfRange, ataAborted
+        case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
+        case sendErrors, receiveErrors, mtuChanges, fdatasyncs
+
+        public var name: String {
+            switch self {
+            case .framesReceived: "frames_in"
+            case .framesSent: "frames_out"
+            case .droppedTruncated: "dropped_truncated"
+            case .droppedNotForUs: "dropped_not_for_us"
+            case .droppedResponse: "dropped_response_flag"
+            case .droppedOtherAddress: "dropped_other_shelf_slot"
+            case .droppedMasked: "dropped_mac_mask"
+            case .droppedOverrun: "dropped_buffer_count_exceeded"
+            case .droppedConfigNoMatch: "config_test_no_match"
+            case .aoeErrorsSent: "aoe_errors"
+            case .ataErrors: "ata_errors"
+            case .ataOutOfRange: "ata_idnf"
+            case .ataAborted: "ata_abrt"
+            case .reads: "reads"
+            case .writes: "writes"
+            case .flushes: "flushes"
+            case .identifies: "identifies"
+            case .bytesRead: "bytes_read"
+            case .bytesWritten: "bytes_written"
+            case .deviceErrors: "device_errors"
+            case .sendErrors: "send_errors"
+            case .receiveErrors: "receive_errors"
+            case .mtuChanges: "mtu_changes"
+            case .fdatasyncs: "fdatasync_calls"
+            }
+        }
+    }
+
+    private let values: UnsafeMutablePointer<Atomic<Int>>
+
+    public init() {
+        values = .allocate(capacity: Counter.allCases.count)
+        for i in 0..<Counter.allCases.count { (values + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        values.deinitialize(count: Counter.allCases.count)
+        values.deallocate()
+    }
+
+    @inline(__always)
+    public func add(_ counter: Counter, _ amount: Int = 1) {
+        values[counter.rawValue].add(amount, ordering: .relaxed)
+    }
+
+    public func set(_ counter: Counter, _ value: Int) {
+        values[counter.rawValue].store(value, ordering: .relaxed)
+    }
+
+    public subscript(_ counter: Counter) -> Int { values[counter.rawValue].load(ordering: .relaxed) }
+
+    /// One line, `name=value` pairs, zero counters left out.
+    public var summary: String {
+        Counter.allCases.compactMap { self[$0] == 0 ? nil : "\($0.name)=\(self[$0])" }.joined(separator: " ")
+    }
+}

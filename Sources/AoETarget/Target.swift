@@ -1,0 +1,506 @@
+import Glibc
+import AoEWire
+import ATACore
+import BlockDevices
+import LinuxSystem
+import PacketTransport
+import Synchronization
+
+/// Serves one export on one link. The receiving thread parses each frame in place, answers control
+/// commands and errors at once, and hands device work to a pool of workers that read into, and write from,
+/// the frame's own slot: read data lands in the reply frame, write data goes to the device from the request
+/// frame, with no copy in between. Replies to inline commands leave in one sendmmsg per received batch.
+public final class Target: @unchecked Sendable {
+    public let configuration: TargetConfiguration
+    public let device: any BlockDevice
+    public let link: any FrameLink
+    public let statistics = TargetStatistics()
+    public let log: TargetLog
+
+    private let identifyBase: IdentifyParameters
+    private let pool: FramePool
+    private let batch: Int
+    private let groupCommit: GroupCommit
+
+    // Guarded by `lock`.
+    private let lock = ConditionLock()
+    private var access: ExportAccess
+    private var configString: ConfigStringState
+    private var writeCacheEnabled: Bool
+    private var scheduler = RequestScheduler()
+    private var freeSlots: [Int]
+    private var pending: [PendingRequest?]
+    private var readyQueue: [Int] = []
+    private var readyHead = 0
+    private var inFlight = 0
+    private var stopping = false
+
+    private let mtu: Atomic<Int>
+    private var workerThreads: [pthread_t] = []
+
+    struct PendingRequest {
+        var frame: Frame
+        var header: AoEHeader
+        var ata: ATAHeader
+        var operation: ATAOperation
+        var durable: Bool
+    }
+
+    public init(configuration: TargetConfiguration, device: any BlockDevice, link: any FrameLink, log: TargetLog) {
+        precondition(TargetConfiguration.bufferCountRange.contains(configuration.bufferCount))
+        precondition(configuration.address.isValidTargetAddress)
+        self.configuration = configuration
+        self.device = device
+        self.link = link
+        self.log = log
+        batch = 32
+        let linkMTU = link.currentMTU()
+        mtu = Atomic(linkMTU)
+        pool = FramePool(slots: configuration.bufferCount + batch, frameCapacity: max(linkMTU, 9000) + AoELayout.ethernetHeaderSize)
+        freeSlots = Array((0..<pool.slotCount).reversed())
+        pending = Array(repeating: nil, count: pool.slotCount)
+        access = ExportAccess(mask: configuration.mask)
+        configString = ConfigStringState(configuration.configString)
+        writeCacheEnabled = !configuration.durableWrites
+        groupCommit = GroupCommit(device: device)
+        identifyBase = IdentifyParameters(
+            sectors: device.sectorCount, model: configuration.model,
+            serial: configuration.serial ?? Self.serial(for: device.identity),
+            firmware: configuration.firmware,
+            writeCacheSupported: device.capabilities.writable, writeCacheEnabled: !configuration.durableWrites,
+            flushSupported: device.capabilities.canFlush)
+    }
+
+    /// A 20-character serial that stays the same for the same image (FNV-1a of its identity).
+    static func serial(for identity: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in identity.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        let hex = String(hash, radix: 16, uppercase: true)
+        return "AOE" + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    // MARK: - Derived limits
+
+    /// Sectors one command may move: device cap, frame slot, and what fits the interface MTU now.
+    var maxSectors: Int {
+        min(configuration.maxSectorsPerCommand, (pool.frameCapacity - AoELayout.ataHeaderSize) / AoELayout.sectorSize,
+            AoELayout.sectorsPerFrame(mtu: mtu.load(ordering: .relaxed)))
+    }
+
+    var capabilities: ExportCapabilities {
+        ExportCapabilities(sectors: device.sectorCount, writable: device.capabilities.writable,
+                           canFlush: device.capabilities.canFlush, maxSectorsPerCommand: maxSectors)
+    }
+
+    /// Re-reads the MTU; logs and counts a change.
+    public func refreshMTU() {
+        let now = link.currentMTU()
+        let before = mtu.exchange(now, ordering: .relaxed)
+        if before != now {
+            statistics.add(.mtuChanges)
+            log.log(.info, "\(link.interfaceName): MTU changed from \(before) to \(now); \(maxSectors) sectors per frame")
+        }
+    }
+
+    // MARK: - Running
+
+    /// Starts the workers, announces the export, and serves until `stop` becomes true; then finishes the
+    /// requests in flight, flushes the device, and returns.
+    public func run(until stop: borrowing Atomic<Bool>) {
+        startWorkers()
+        announce()
+        var rxFrames = [Frame](repeating: pool.frame(0), count: batch)
+        var rxSlots = [Int](repeating: 0, count: batch)
+        var txFrames = [Frame](repeating: pool.frame(0), count: batch)
+        var txSlots = [Int](repeating: 0, count: batch)
+        var lastMTUCheck = monotonicSeconds()
+
+        while !stop.load(ordering: .relaxed) {
+            lock.withLock {
+                for i in 0..<batch {
+                    rxSlots[i] = freeSlots.removeLast()
+                }
+            }
+            for i in 0..<batch { rxFrames[i] = pool.frame(rxSlots[i]) }
+            let received: Int
+            do {
+                received = try rxFrames.withUnsafeMutableBufferPointer { try link.receive($0) }
+            } catch {
+                statistics.add(.receiveErrors)
+                log.frame(.warning, "receive on \(link.interfaceName): \(error)")
+                usleepSeconds(0.05)
+                received = 0
+            }
+            statistics.add(.framesReceived, received)
+
+            var txCount = 0
+            for i in 0..<received {
+                switch handle(&rxFrames[i], slot: rxSlots[i]) {
+                case .reply:
+                    txFrames[txCount] = rxFrames[i]
+                    txSlots[txCount] = rxSlots[i]
+                    txCount += 1
+                    rxSlots[i] = -1
+                case .queued:
+                    rxSlots[i] = -1
+                case .dropped:
+                    break
+                }
+            }
+            if txCount > 0 { sendBatch(txFrames, count: txCount) }
+            lock.withLock {
+                for i in 0..<batch where rxSlots[i] >= 0 { freeSlots.append(rxSlots[i]) }
+                for i in 0..<txCount { freeSlots.append(txSlots[i]) }
+            }
+            let now = monotonicSeconds()
+            if now - lastMTUCheck >= 1 {
+                lastMTUCheck = now
+                refreshMTU()
+            }
+        }
+        drain()
+    }
+
+    private func sendBatch(_ frames: [Frame], count: Int) {
+        var sent = 0
+        frames.withUnsafeBufferPointer { all in
+            while sent < count {
+                do throws(SystemError) {
+                    let n = try link.send(UnsafeBufferPointer(rebasing: all[sent..<count]))
+                    if n == 0 { break }
+                    sent += n
+                } catch {
+                    // ENOBUFS, ENETDOWN, EMSGSIZE after an MTU drop: count, skip that frame, keep serving.
+                    statistics.add(.sendErrors)
+                    log.frame(.warning, "send on \(link.interfaceName): \(error)")
+                    if error.errno == EMSGSIZE { refreshMTU() }
+                    sent += 1
+                }
+            }
+        }
+        statistics.add(.framesSent, min(sent, count))
+    }
+
+    private func sendOne(_ frame: Frame) {
+        do {
+            try link.sendOne(frame)
+            statistics.add(.framesSent)
+        } catch {
+            statistics.add(.sendErrors)
+            log.frame(.warning, "send on \(link.interfaceName): \(error)")
+            if error.errno == EMSGSIZE { refreshMTU() }
+        }
+    }
+
+    /// One unsolicited Config reply to the broadcast address, so initiators that are already up find us.
+    public func announce() {
+        var frame = pool.frame(lock.withLock { freeSlots.removeLast() })
+        let header = AoEHeader(destination: .broadcast, source: link.macAddress, flags: .response,
+                               address: configuration.address, command: .queryConfig, tag: Tag(rawValue: 0))
+        header.write(to: frame.buffer)
+        frame.length = configReply(command: .read).write(to: frame.buffer)
+        frame.padToMinimum()
+        sendOne(frame)
+        lock.withLock { freeSlots.append(poolIndex(of: frame)) }
+    }
+
+    private func poolIndex(of frame: Frame) -> Int {
+        (0..<pool.slotCount).first { pool.frame($0).base == frame.base }!
+    }
+
+    // MARK: - Per-frame handling (receive thread)
+
+    enum Disposition { case reply, queued, dropped }
+
+    func handle(_ frame: inout Frame, slot: Int) -> Disposition {
+        let bytes = frame.bytes
+        guard let header = try? AoEHeader(parsing: bytes) else {
+            statistics.add(.droppedTruncated)
+            return .dropped
+        }
+        // AF_PACKET also hands us frames for other hosts (promiscuous NICs, bridges): answer only ours.
+        guard header.destination == link.macAddress || header.destination.isBroadcast else {
+            statistics.add(.droppedNotForUs)
+            return .dropped
+        }
+        guard !header.flags.contains(.response) else {
+            statistics.add(.droppedResponse)
+            return .dropped
+        }
+        guard configuration.address.accepts(header.address) else {
+            statistics.add(.droppedOtherAddress)
+            return .dropped
+        }
+        let admitted = lock.withLock { access.maskAdmits(header.source) }
+        guard admitted else {
+            statistics.add(.droppedMasked)
+            return .dropped
+        }
+        guard header.version == AoELayout.version else {
+            return replyError(&frame, header, .unsupportedVersion)
+        }
+        switch header.command {
+        case .issueATA: return handleATA(&frame, header, slot: slot)
+        case .queryConfig: return handleConfig(&frame, header)
+        case .macMaskList: return handleMask(&frame, header)
+        case .reserveRelease: return handleReserve(&frame, header)
+        default: return replyError(&frame, header, .unrecognizedCommand)
+        }
+    }
+
+    /// An AoE error reply: the request's argument echoed (up to the 60-byte minimum) with E set.
+    private func replyError(_ frame: inout Frame, _ header: AoEHeader, _ error: AoEError) -> Disposition {
+        statistics.add(.aoeErrorsSent)
+        log.frame(.info, "\(header.command) from \(header.source) tag \(header.tag): AoE error \(error.rawValue) (\(error))")
+        header.reply(from: link.macAddress, address: configuration.address, error: error).write(to: frame.buffer)
+        frame.length = min(frame.length, AoELayout.minimumFrameSize)
+        frame.padToMinimum()
+        return .reply
+    }
+
+    private func handleConfig(_ frame: inout Frame, _ header: AoEHeader) -> Disposition {
+        let request: ConfigArg
+        do { request = try ConfigArg(parsing: frame.bytes) } catch {
+            return replyError(&frame, header, .badArgument)
+        }
+        refreshMTU()
+        let outcome = lock.withLock { configString.handle(request.command, argument: request.configString) }
+        switch outcome {
+        case .silence:
+            statistics.add(.droppedConfigNoMatch)
+            return .dropped
+        case .error(let error):
+            return replyError(&frame, header, error)
+        case .reply:
+            header.reply(from: link.macAddress, address: configuration.address).write(to: frame.buffer)
+            frame.length = configReply(command: request.command).write(to: frame.buffer)
+            frame.padToMinimum()
+            return .reply
+        }
+    }
+
+    private func configReply(command: ConfigCommand) -> ConfigArg {
+        ConfigArg(bufferCount: UInt16(configuration.bufferCount), firmwareVersion: configuration.firmwareVersion,
+                  sectorCount: UInt8(clamping: maxSectors), aoeVersion: AoELayout.version, command: command,
+                  configString: lock.withLock { configString.value })
+    }
+
+    private func handleMask(_ frame: inout Frame, _ header: AoEHeader) -> Disposition {
+        let request: MaskListArg
+        do { request = try MaskListArg(parsing: frame.bytes) } catch {
+            return replyError(&frame, header, .badArgument)
+        }
+        let outcome = lock.withLock { access.handleMask(request) }
+        switch outcome {
+        case .error(let error):
+            return replyError(&frame, header, error)
+        case .reply(let reply):
+            log.log(.info, "MAC mask list \(request.command == .edit ? "edited" : "read") by \(header.source): \(reply.directives.map(\.mac.description))")
+            header.reply(from: link.macAddress, address: configuration.address).write(to: frame.buffer)
+            frame.length = reply.write(to: frame.buffer)
+            frame.padToMinimum()
+            return .reply
+        }
+    }
+
+    private func handleReserve(_ frame: inout Frame, _ header: AoEHeader) -> Disposition {
+        let request: ReserveArg
+        do { request = try ReserveArg(parsing: frame.bytes) } catch {
+            return replyError(&frame, header, .badArgument)
+        }
+        let maxLength = mtu.load(ordering: .relaxed) + AoELayout.ethernetHeaderSize
+        let outcome = lock.withLock { access.handleReserve(request, from: header.source, maxFrameLength: maxLength) }
+        switch outcome {
+        case .error(let error):
+            return replyError(&frame, header, error)
+        case .reply(let reply):
+            if request.command != .read {
+                log.log(.info, "reserve list set by \(header.source): \(reply.macs.map(\.description))")
+            }
+            header.reply(from: link.macAddress, address: configuration.address).write(to: frame.buffer)
+            frame.length = reply.write(to: frame.buffer)
+            frame.padToMinimum()
+            return .reply
+        }
+    }
+
+    private func handleATA(_ frame: inout Frame, _ header: AoEHeader, slot: Int) -> Disposition {
+        guard let ata = ATAHeader(parsing: frame.bytes) else {
+            return replyError(&frame, header, .badArgument)
+        }
+        let request = TaskFile(ata)
+        let isIdentify = request.command == .identifyDevice
+        let reserved = lock.withLock { !access.reservationAdmits(header.source, isIdentify: isIdentify) }
+        if reserved { return replyError(&frame, header, .targetReserved) }
+
+        let operation = ATADispatcher.plan(request, payloadLength: frame.length - AoELayout.ataHeaderSize, capabilities: capabilities)
+        switch operation {
+        case .aoeError(let error):
+            return replyError(&frame, header, error)
+        case .reply(let registers):
+            finishATA(&frame, header, ata, registers, dataBytes: 0)
+            return .reply
+        case .identify:
+            statistics.add(.identifies)
+            let page = IdentifyPage(identifyParameters).bytes
+            page.withUnsafeBytes { frame.payload(count: IdentifyPage.size).copyMemory(from: $0) }
+            finishATA(&frame, header, ata, .ok(request), dataBytes: IdentifyPage.size)
+            return .reply
+        case .setWriteCache(let enabled):
+            let allowed = lock.withLock { () -> Bool in
+                // A durable (--sync) export stays durable: the remote may make it stricter, never weaker.
+                if enabled && configuration.durableWrites { return false }
+                writeCacheEnabled = enabled
+                return true
+            }
+            if allowed { log.log(.info, "write cache \(enabled ? "enabled" : "disabled") by \(header.source)") }
+            finishATA(&frame, header, ata, allowed ? .ok(request) : .aborted(request), dataBytes: 0)
+            return .reply
+        case .read(let lba, let count), .write(let lba, let count):
+            return enqueue(frame, header, ata, operation, slot: slot, range: (lba, UInt64(count)))
+        case .flush:
+            return enqueue(frame, header, ata, operation, slot: slot, range: (0, device.sectorCount))
+        }
+    }
+
+    var identifyParameters: IdentifyParameters {
+        var p = identifyBase
+        p.writeCacheEnabled = lock.withLock { writeCacheEnabled } && device.capabilities.writable
+        return p
+    }
+
+    /// Writes the reply registers and length for an ATA request answered from `frame`'s slot.
+    private func finishATA(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ registers: ATAReply, dataBytes: Int) {
+        if registers.status.contains(.error) {
+            statistics.add(.ataErrors)
+            statistics.add(registers.error.contains(.idNotFound) ? .ataOutOfRange : .ataAborted)
+        }
+        header.reply(from: link.macAddress, address: configuration.address).write(to: frame.buffer)
+        ata.replying(registers).write(to: frame.buffer)
+        frame.length = AoELayout.ataHeaderSize + dataBytes
+        frame.padToMinimum()
+    }
+
+    private func enqueue(_ frame: Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation,
+                         slot: Int, range: (UInt64, UInt64)) -> Disposition {
+        lock.lock()
+        // Buffer Count is a promise: beyond it, requests are dropped (AoEr11 3.2) and the initiator resends.
+        guard inFlight < configuration.bufferCount else {
+            lock.unlock()
+            statistics.add(.droppedOverrun)
+            return .dropped
+        }
+        inFlight += 1
+        let durable = operation.writesMedia && !writeCacheEnabled
+        pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)
+        if scheduler.admit(id: slot, start: range.0, count: range.1, writes: operation.writesMedia) {
+            readyQueue.append(slot)
+            lock.signal()
+        }
+        lock.unlock()
+        return .queued
+    }
+
+    // MARK: - Workers
+
+    private func startWorkers() {
+        for _ in 0..<max(1, configuration.workers) {
+            let box = Unmanaged.passRetained(self)
+            var thread = pthread_t()
+            let rc = pthread_create(&thread, nil, { raw in
+                let target = Unmanaged<Target>.fromOpaque(raw!).takeRetainedValue()
+                target.workerLoop()
+                return nil
+            }, box.toOpaque())
+            precondition(rc == 0, "pthread_create failed: \(rc)")
+            workerThreads.append(thread)
+        }
+    }
+
+    private func workerLoop() {
+        while true {
+            lock.lock()
+            while readyHead == readyQueue.count && !stopping { lock.wait() }
+            if readyHead == readyQueue.count && stopping {
+                lock.unlock()
+                return
+            }
+            let slot = readyQueue[readyHead]
+            readyHead += 1
+            if readyHead == readyQueue.count {
+                readyQueue.removeAll(keepingCapacity: true)
+                readyHead = 0
+            }
+            var request = pending[slot]!
+            lock.unlock()
+
+            perform(&request)
+
+            lock.lock()
+            let nowReady = scheduler.finish(id: slot)
+            if !nowReady.isEmpty {
+                readyQueue.append(contentsOf: nowReady)
+                lock.broadcast()
+            }
+            lock.unlock()
+
+            sendOne(request.frame)
+
+            lock.lock()
+            pending[slot] = nil
+            freeSlots.append(slot)
+            inFlight -= 1
+            if inFlight == 0 { lock.broadcast() }
+            lock.unlock()
+        }
+    }
+
+    /// Runs the device operation and turns `request.frame` into its reply.
+    private func perform(_ request: inout PendingRequest) {
+        let task = TaskFile(request.ata)
+        var dataBytes = 0
+        var succeeded = true
+        do throws(DeviceError) {
+            switch request.operation {
+            case .read(let lba, let count):
+                dataBytes = count * AoELayout.sectorSize
+                try device.read(into: request.frame.payload(count: dataBytes), at: lba)
+                statistics.add(.reads)
+                statistics.add(.bytesRead, dataBytes)
+            case .write(let lba, let count):
+                let bytes = count * AoELayout.sectorSize
+                try device.write(from: UnsafeRawBufferPointer(request.frame.payload(count: bytes)), at: lba)
+                if request.durable { try groupCommit.makeDurable() }
+                statistics.add(.writes)
+                statistics.add(.bytesWritten, bytes)
+            case .flush:
+                try device.flush()
+                statistics.add(.flushes)
+            default:
+                preconditionFailure("\(request.operation) is answered on the receive thread")
+            }
+        } catch {
+            succeeded = false
+            dataBytes = 0
+            statistics.add(.deviceErrors)
+            log.frame(.error, "\(request.operation) for \(request.header.source) tag \(request.header.tag) failed: \(error); replying ABRT")
+        }
+        statistics.set(.fdatasyncs, Syscall.fdatasyncCalls.load(ordering: .relaxed))
+        finishATA(&request.frame, request.header, request.ata, ATADispatcher.reply(to: task, succeeded: succeeded), dataBytes: dataBytes)
+    }
+
+    /// Waits for the requests in flight, stops the workers, and flushes the device.
+    private func drain() {
+        lock.lock()
+        while inFlight > 0 { lock.wait() }
+        stopping = true
+        lock.broadcast()
+        lock.unlock()
+        for thread in workerThreads { pthread_join(thread, nil) }
+        workerThreads.removeAll()
+        if device.capabilities.writable {
+            do { try device.flush() } catch { log.log(.error, "final flush of \(device.name) failed: \(error)") }
+        }
+        statistics.set(.fdatasyncs, Syscall.fdatasyncCalls.load(ordering: .relaxed))
+    }
+}

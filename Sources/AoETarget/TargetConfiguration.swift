@@ -1,0 +1,27 @@
+import AoEWire
+
+/// Everything that describes one export, settled before it starts serving.
+public struct TargetConfiguration: Sendable {
+    public var address: ShelfSlot
+    /// Query Config Buffer Count: requests the target queues at once; more are dropped (AoEr11 3.2).
+    /// Linux needs at least 2 and uses at most 64.
+    public var bufferCount: Int = 64
+    public var configString: [UInt8] = []
+    public var mask: [MACAddress] = []
+    public var model = "Swift AoE target"
+    /// nil: derived from the device identity, so the same image keeps the same serial.
+    public var serial: String? = nil
+    public var firmware = "1.0"
+    /// Query Config Firmware Version.
+    public var firmwareVersion: UInt16 = 0x0100
+    /// Every acknowledged write is on stable storage (group commit). The remote cannot turn this off.
+    public var durableWrites = false
+    /// Threads running device I/O.
+    public var workers = 4
+    /// Upper bound on sectors in one command, whatever the MTU allows.
+    public var maxSectorsPerCommand = 255
+
+    public init(address: ShelfSlot) { self.address = address }
+
+    public static let bufferCountRange = 2...65535
+}
