@@ -27,7 +27,32 @@ IT_FAILED=0
 
 it_log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 it_pass() { printf 'PASS: %s\n' "$*"; }
-it_fail() { printf 'FAIL: %s\n' "$*"; IT_FAILED=1; }
+# it_fail "[class] reason": class is data (wrong bytes / wrong place), target (no answer, crash,
+# protocol) or infra (the harness itself). The RESULT line names the worst class seen.
+IT_FAIL_CLASSES=""
+it_fail() {
+    printf 'FAIL: %s\n' "$*"
+    IT_FAILED=1
+    case "$*" in
+        "[data]"*) IT_FAIL_CLASSES+=" data" ;;
+        "[target]"*) IT_FAIL_CLASSES+=" target" ;;
+        *) IT_FAIL_CLASSES+=" infra" ;;
+    esac
+}
+
+# Print the closing RESULT line and exit 0 (pass) or 1 (fail).
+it_result() {
+    if [ "$IT_FAILED" = 0 ]; then
+        echo "RESULT: PASS"
+        exit 0
+    fi
+    local c
+    for c in data target infra; do
+        case " $IT_FAIL_CLASSES " in *" $c "*) echo "RESULT: FAIL $c"; exit 1 ;; esac
+    done
+    echo "RESULT: FAIL infra"
+    exit 1
+}
 
 it_skip() {
     printf '\n************************************************************\n' >&2

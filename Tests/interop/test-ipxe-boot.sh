@@ -151,10 +151,11 @@ SERIAL=$IT_WORK/serial.log
 T_Q=$SECONDS
 it_qemu_run "$TIMEOUT" "$SERIAL" "AOEBOOT-$NONCE" \
     -m 128 -kernel "$IPXE" \
-    -append "ifopen net0 && sanboot aoe:e$SHELF.$SLOT || poweroff" \
+    -append "ifopen net0 && sanboot aoe:e$SHELF.$SLOT" \
+    -machine graphics=off -boot reboot-timeout=1000 \
     -netdev "tap,id=n0,ifname=$IT_TAP,script=no,downscript=no" \
     -device "virtio-net-pci,netdev=n0,romfile=" \
-    -device isa-debug-exit,iobase=0xf4,iosize=0x04 $IT_IPXE_EXTRA
+    -device isa-debug-exit,iobase=0xf4,iosize=0x04
 QRC=$?
 T_Q=$((SECONDS - T_Q))
 sleep 1
@@ -170,43 +171,32 @@ it_log "QEMU exit status $QRC after ${T_Q}s; iPXE sent $READS ATA READ requests"
 it_target_alive || it_fail "[target] target process died during the run (see $IT_WORK/target.log)"
 
 STAGE1=0; PASSM=0; FAILM=""
+IPXE_ERR=$(tr -d '\r' <"$SERIAL" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' | grep -m1 -E 'failed|No such|Connection timed out|Could not' || true)
 tr -d '\r' <"$SERIAL" | grep -q "AOEBOOT-$NONCE-STAGE1" && STAGE1=1
 tr -d '\r' <"$SERIAL" | grep -q "AOEBOOT-$NONCE-PASS-${NSECT_STAGE2}-SECTORS" && PASSM=1
 FAILM=$(tr -d '\r' <"$SERIAL" | grep -o "AOEBOOT-$NONCE-FAIL-[A-Z0-9-]*" | head -1)
 
-if [ "$STAGE1" = 1 ]; then
-    it_pass "boot sector from LBA 0 ran (marker AOEBOOT-$NONCE-STAGE1)"
-else
-    it_fail "[data] boot sector marker AOEBOOT-$NONCE-STAGE1 never appeared (iPXE did not boot our LBA 0)"
-fi
+[ "$STAGE1" = 1 ] && it_pass "boot sector from LBA 0 ran (marker AOEBOOT-$NONCE-STAGE1)"
 if [ "$PASSM" = 1 ] && [ "$QRC" = 33 ]; then
     it_pass "LBAs 1..$NSECT_STAGE2 read via INT 13h carried their own LBA tags; stage 2 printed AOEBOOT-$NONCE-PASS-${NSECT_STAGE2}-SECTORS"
+elif [ "$PASSM" = 1 ]; then
+    it_fail "[infra] PASS marker seen but QEMU exit status $QRC (expected 33 from isa-debug-exit)"
+elif [ "$READS" = 0 ]; then
+    it_fail "[target] iPXE sent no ATA READ: it never got a usable Config/IDENTIFY answer${IPXE_ERR:+; iPXE said: $IPXE_ERR}"
+elif [ "$STAGE1" = 0 ]; then
+    it_fail "[data] boot sector marker AOEBOOT-$NONCE-STAGE1 never appeared: iPXE read from the target but did not boot our LBA 0${IPXE_ERR:+; iPXE said: $IPXE_ERR}"
 elif [ -n "$FAILM" ]; then
     it_fail "[data] boot sector reported $FAILM"
-elif [ "$PASSM" = 1 ]; then
-    it_fail "[infra] marker seen but QEMU exit status $QRC (expected 33 from isa-debug-exit)"
 elif [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then
-    it_fail "[data] no PASS marker before the ${TIMEOUT}s timeout"
+    it_fail "[target] stage 1 ran but no result before the ${TIMEOUT}s timeout (INT 13h read hung?)"
 else
-    it_fail "[data] no PASS marker (QEMU exit status $QRC)"
-fi
-if [ "$READS" = 0 ]; then
-    it_fail "[infra] iPXE sent no ATA READ at all: it never reached the target"
+    it_fail "[data] stage 1 ran but no PASS marker (QEMU exit status $QRC)"
 fi
 if [ "$IT_FAILED" != 0 ]; then
     echo "--- serial console (last 20 lines) ---"
-    tr -d '\r' <"$SERIAL" | tail -20 | sed 's/^/  serial| /'
+    tr -d '\r' <"$SERIAL" | sed 's/\x1b\[[0-9;]*[A-Za-z]//g' | grep -v '^ *$' | tail -20 | sed 's/^/  serial| /'
     echo "--- target log ---"
     tail -20 "$IT_WORK/target.log" | sed 's/^/  target| /'
 fi
 echo "wall time: $((SECONDS - T_START)) s"
-if [ "$IT_FAILED" = 0 ]; then
-    echo "RESULT: PASS"
-    exit 0
-fi
-if [ "$READS" = 0 ]; then
-    echo "RESULT: FAIL infra"
-else
-    echo "RESULT: FAIL data"
-fi
-exit 1
+it_result

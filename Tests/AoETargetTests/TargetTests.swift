@@ -1,0 +1,348 @@
+import XCTest
+import Synchronization
+@testable import AoETarget
+import AoEWire
+import ATACore
+import BlockDevices
+import PacketTransport
+import LinuxSystem
+
+/// An ordered list of events shared by threads.
+final class EventLog: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+    func count(_ line: String) -> Int { all.filter { $0 == line }.count }
+}
+
+/// Wraps a memory device, logging writes and flushes in one ordered event list shared with the link,
+/// and optionally slowing writes whose data starts with a marker byte.
+final class RecordingDevice: BlockDevice, @unchecked Sendable {
+    let inner: MemoryDevice
+    let events: EventLog
+    let slowMarker: UInt8?
+    var sectorCount: UInt64 { inner.sectorCount }
+    var capabilities: DeviceCapabilities { inner.capabilities }
+    var name: String { "recording" }
+    var identity: String { "recording" }
+
+    init(sectors: UInt64, events: EventLog, slowMarker: UInt8? = nil) {
+        inner = MemoryDevice(sectors: sectors)
+        self.events = events
+        self.slowMarker = slowMarker
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.read(into: buffer, at: lba) }
+    func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        if let slowMarker, buffer[0] == slowMarker { usleepSeconds(0.3) }
+        try inner.write(from: buffer, at: lba)
+        events.append("write \(lba)")
+    }
+    func flush() throws(DeviceError) {
+        // A flush takes time, as on a disk, so concurrent writes pile up behind it and share the next one.
+        usleepSeconds(0.01)
+        try inner.flush()
+        events.append("flush")
+    }
+}
+
+final class TargetTests: XCTestCase {
+    let targetMAC = MACAddress("02:00:00:00:00:01")!
+    let hostMAC = MACAddress("02:00:00:00:00:02")!
+    let otherMAC = MACAddress("02:00:00:00:00:03")!
+    var link: EmbeddedLink!
+    var target: Target!
+    var stopFlag: StopBox!
+    var thread: Thread!
+    var logLines: EventLog!
+    var stopExpectation: XCTestExpectation?
+
+    override func tearDown() {
+        stopFlag?.flag.store(true, ordering: .relaxed)
+        if let stopExpectation { wait(for: [stopExpectation], timeout: 5) }
+        super.tearDown()
+    }
+
+    final class StopBox: @unchecked Sendable { let flag = Atomic<Bool>(false) }
+
+    func start(device: any BlockDevice, configure: (inout TargetConfiguration) -> Void = { _ in }) {
+        link = EmbeddedLink(mac: targetMAC)
+        var configuration = TargetConfiguration(address: ShelfSlot(shelf: 1, slot: 2))
+        configure(&configuration)
+        let lines = EventLog()
+        logLines = lines
+        target = Target(configuration: configuration, device: device, link: link, log: TargetLog(minimum: .info) { line in lines.append(line) })
+        stopFlag = StopBox()
+        let target = target!, stop = stopFlag!
+        let done = expectation(description: "target stopped")
+        thread = Thread {
+            target.run(until: stop.flag)
+            done.fulfill()
+        }
+        thread.start()
+        addTeardownBlock {
+            stop.flag.store(true, ordering: .relaxed)
+        }
+        stopExpectation = done
+        // The start-up announcement: one broadcast Config reply.
+        let announce = link.waitForSent(1)
+        XCTAssertEqual(announce.count, 1)
+        XCTAssertEqual(Array(announce[0][0..<6]), [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+    }
+
+    func frame(command: AoECommand, tag: UInt32, from source: MACAddress? = nil, to destination: MACAddress? = nil,
+               shelf: UInt16 = 1, slot: UInt8 = 2, version: UInt8 = 1, flags: AoEHeaderFlags = [], arg: [UInt8]) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: 24)
+        let header = AoEHeader(destination: destination ?? targetMAC, source: source ?? hostMAC, version: version, flags: flags,
+                               address: ShelfSlot(shelf: shelf, slot: slot), command: command, tag: Tag(rawValue: tag))
+        bytes.withUnsafeMutableBytes { header.write(to: $0) }
+        return bytes + arg
+    }
+
+    func ata(_ command: ATACommand, tag: UInt32, lba: UInt64 = 0, count: UInt8 = 1, feature: UInt8 = 0, data: [UInt8] = [],
+             from source: MACAddress? = nil) -> [UInt8] {
+        var arg = [UInt8](repeating: 0, count: 12)
+        var flags: ATAArgFlags = command.usesLBA48 ? .extended : []
+        if !data.isEmpty { flags.insert(.write) }
+        let header = ATAHeader(flags: flags, errFeature: feature, sectorCount: count, cmdStatus: command.rawValue,
+                               lba: command.usesLBA48 ? lba : lba | 0xE000_0000)
+        var full = [UInt8](repeating: 0, count: 36)
+        full.withUnsafeMutableBytes { header.write(to: $0) }
+        arg = Array(full[24...])
+        return frame(command: .issueATA, tag: tag, from: source, arg: arg + data)
+    }
+
+    func exchange(_ request: [UInt8]) -> [UInt8]? {
+        link.inject(request)
+        return link.waitForSent(1, timeoutSeconds: 2).first
+    }
+
+    func header(_ reply: [UInt8]) -> AoEHeader { try! reply.withUnsafeBytes { try AoEHeader(parsing: $0) } }
+    func ataReply(_ reply: [UInt8]) -> ATAHeader { reply.withUnsafeBytes { ATAHeader(parsing: $0)! } }
+
+    // MARK: -
+
+    func testQueryConfigAnswersWithOwnAddressBufferCountAndSectorsForMTU() throws {
+        start(device: MemoryDevice(sectors: 100)) { $0.bufferCount = 16 }
+        let reply = try XCTUnwrap(exchange(frame(command: .queryConfig, tag: 0x42, to: .broadcast, shelf: 0xFFFF, slot: 0xFF, arg: [UInt8](repeating: 0, count: 8))))
+        let h = header(reply)
+        XCTAssertEqual(h.destination, hostMAC)
+        XCTAssertEqual(h.source, targetMAC)
+        XCTAssertEqual(h.address, ShelfSlot(shelf: 1, slot: 2))
+        XCTAssertEqual(h.flags, .response)
+        XCTAssertEqual(h.tag.rawValue, 0x42)
+        XCTAssertEqual(reply.count, 60, "padded to the Ethernet minimum")
+        let config = try reply.withUnsafeBytes { try ConfigArg(parsing: $0) }
+        XCTAssertEqual(config.bufferCount, 16)
+        XCTAssertEqual(config.sectorCount, 2, "(1500 - 36 + 14) / 512")
+        XCTAssertEqual(config.aoeVersion, 1)
+    }
+
+    func testFramesForOthersAreDroppedAndCounted() {
+        start(device: MemoryDevice(sectors: 100))
+        link.inject(ata(.identifyDevice, tag: 1).replacing(at: 0, with: otherMAC))
+        link.inject(frame(command: .queryConfig, tag: 2, flags: .response, arg: [UInt8](repeating: 0, count: 8)))
+        link.inject(frame(command: .queryConfig, tag: 3, shelf: 9, arg: [UInt8](repeating: 0, count: 8)))
+        link.inject(frame(command: .queryConfig, tag: 4, slot: 9, arg: [UInt8](repeating: 0, count: 8)))
+        link.inject(Array(frame(command: .queryConfig, tag: 5, arg: []).prefix(20)))
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.5).count, 0)
+        XCTAssertEqual(target.statistics[.droppedNotForUs], 1)
+        XCTAssertEqual(target.statistics[.droppedResponse], 1)
+        XCTAssertEqual(target.statistics[.droppedOtherAddress], 2)
+        XCTAssertEqual(target.statistics[.droppedTruncated], 1)
+    }
+
+    func testUnknownCommandAndVersionGetAoEErrors() throws {
+        start(device: MemoryDevice(sectors: 100))
+        let unknown = try XCTUnwrap(exchange(frame(command: AoECommand(rawValue: 9), tag: 7, arg: [])))
+        XCTAssertEqual(header(unknown).flags, [.response, .error])
+        XCTAssertEqual(header(unknown).error, .unrecognizedCommand)
+        XCTAssertEqual(unknown.count, 60)
+        let version = try XCTUnwrap(exchange(frame(command: .queryConfig, tag: 8, version: 2, arg: [UInt8](repeating: 0, count: 8))))
+        XCTAssertEqual(header(version).error, .unsupportedVersion)
+        let shortATA = try XCTUnwrap(exchange(frame(command: .issueATA, tag: 9, arg: [0x40, 0, 1])))
+        XCTAssertEqual(header(shortATA).error, .badArgument)
+    }
+
+    func testWriteThenReadFirstAndLastSectorAndIDNFPastEnd() throws {
+        let device = MemoryDevice(sectors: 100)
+        start(device: device)
+        let first = [UInt8](repeating: 0xA1, count: 512), last = [UInt8](repeating: 0xB2, count: 512)
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.writeSectorsExt, tag: 1, lba: 0, data: first)))).cmdStatus, 0x40)
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.writeSectors, tag: 2, lba: 99, data: last)))).cmdStatus, 0x40)
+        XCTAssertEqual(device.contents(lba: 0, count: 1), first)
+        XCTAssertEqual(device.contents(lba: 99, count: 1), last)
+        let read = try XCTUnwrap(exchange(ata(.readSectorsExt, tag: 3, lba: 99)))
+        XCTAssertEqual(read.count, 36 + 512)
+        XCTAssertEqual(Array(read[36...]), last)
+        let beyond = try XCTUnwrap(exchange(ata(.readSectorsExt, tag: 4, lba: 99, count: 2)))
+        XCTAssertEqual(ataReply(beyond).cmdStatus, 0x51)
+        XCTAssertEqual(ataReply(beyond).errFeature, 0x10)
+        XCTAssertEqual(beyond.count, 60)
+    }
+
+    func testReservedExportStillAnswersIdentifyButRefusesOthers() throws {
+        start(device: MemoryDevice(sectors: 100))
+        var arg: [UInt8] = [ReserveCommand.set.rawValue, 1]
+        arg += (0..<6).map { hostMAC.byte($0) }
+        let set = try XCTUnwrap(exchange(frame(command: .reserveRelease, tag: 1, arg: arg)))
+        XCTAssertEqual(try set.withUnsafeBytes { try ReserveArg(parsing: $0) }.macs, [hostMAC])
+        let identify = try XCTUnwrap(exchange(ata(.identifyDevice, tag: 2, from: otherMAC)))
+        XCTAssertEqual(identify.count, 36 + 512)
+        XCTAssertFalse(header(identify).flags.contains(.error))
+        let read = try XCTUnwrap(exchange(ata(.readSectors, tag: 3, from: otherMAC)))
+        XCTAssertEqual(header(read).error, .targetReserved)
+        // Another host's plain set fails; its force set succeeds.
+        var steal: [UInt8] = [ReserveCommand.set.rawValue, 1]
+        steal += (0..<6).map { otherMAC.byte($0) }
+        XCTAssertEqual(header(try XCTUnwrap(exchange(frame(command: .reserveRelease, tag: 4, from: otherMAC, arg: steal)))).error, .targetReserved)
+        steal[0] = ReserveCommand.forceSet.rawValue
+        XCTAssertFalse(header(try XCTUnwrap(exchange(frame(command: .reserveRelease, tag: 5, from: otherMAC, arg: steal)))).flags.contains(.error))
+        XCTAssertEqual(header(try XCTUnwrap(exchange(ata(.readSectors, tag: 6)))).error, .targetReserved)
+    }
+
+    func testMaskListEditDeleteLastAndEnforcement() throws {
+        start(device: MemoryDevice(sectors: 100))
+        func directive(_ command: DirectiveCommand, _ mac: MACAddress) -> [UInt8] { [0, command.rawValue] + (0..<6).map { mac.byte($0) } }
+        let add = try XCTUnwrap(exchange(frame(command: .macMaskList, tag: 1, arg: [0, 1, 0, 1] + directive(.add, hostMAC))))
+        XCTAssertEqual(try add.withUnsafeBytes { try MaskListArg(parsing: $0) }.directives.map(\.mac), [hostMAC])
+        // Another host is now ignored: no reply at all.
+        link.inject(ata(.identifyDevice, tag: 2, from: otherMAC))
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.3).count, 0)
+        XCTAssertEqual(target.statistics[.droppedMasked], 1)
+        // Deleting the last entry (which crashes vblade) empties the list and opens the export again.
+        let delete = try XCTUnwrap(exchange(frame(command: .macMaskList, tag: 3, arg: [0, 1, 0, 1] + directive(.delete, hostMAC))))
+        XCTAssertEqual(try delete.withUnsafeBytes { try MaskListArg(parsing: $0) }.directives, [])
+        XCTAssertNotNil(exchange(ata(.identifyDevice, tag: 4, from: otherMAC)))
+        // A bad directive: MError 2, Dir Count = its index.
+        let bad = try XCTUnwrap(exchange(frame(command: .macMaskList, tag: 5, arg: [0, 1, 0, 2] + directive(.noDirective, hostMAC) + directive(DirectiveCommand(rawValue: 7), hostMAC))))
+        XCTAssertEqual(bad[26], MaskError.badDirective.rawValue)
+        XCTAssertEqual(bad[27], 1)
+    }
+
+    func testConfigStringCommands() throws {
+        start(device: MemoryDevice(sectors: 100))
+        func config(_ command: ConfigCommand, _ text: String, tag: UInt32) -> [UInt8] {
+            var arg = [UInt8](repeating: 0, count: 8)
+            arg[5] = 0x10 | command.rawValue
+            arg[6] = 0; arg[7] = UInt8(text.utf8.count)
+            return frame(command: .queryConfig, tag: tag, arg: arg + Array(text.utf8))
+        }
+        let set = try XCTUnwrap(exchange(config(.set, "rack7", tag: 1)))
+        XCTAssertEqual(try set.withUnsafeBytes { try ConfigArg(parsing: $0) }.configString, Array("rack7".utf8))
+        XCTAssertEqual(header(try XCTUnwrap(exchange(config(.set, "other", tag: 2)))).error, .configStringPresent)
+        XCTAssertNotNil(exchange(config(.set, "rack7", tag: 3)), "setting the same string again is accepted")
+        XCTAssertNotNil(exchange(config(.test, "rack7", tag: 4)))
+        link.inject(config(.test, "rack", tag: 5))
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.3).count, 0, "test answers only on an exact match")
+        XCTAssertNotNil(exchange(config(.testPrefix, "rack", tag: 6)))
+        link.inject(config(.testPrefix, "rock", tag: 7))
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.3).count, 0)
+        let forced = try XCTUnwrap(exchange(config(.forceSet, "new", tag: 8)))
+        XCTAssertEqual(try forced.withUnsafeBytes { try ConfigArg(parsing: $0) }.configString, Array("new".utf8))
+        XCTAssertEqual(header(try XCTUnwrap(exchange(config(ConfigCommand(rawValue: 9), "", tag: 9)))).error, .badArgument)
+    }
+
+    func testDurableModeSendsNoWriteReplyBeforeTheFlushThatCoversIt() throws {
+        let events = EventLog()
+        let device = RecordingDevice(sectors: 100, events: events)
+        start(device: device) { $0.durableWrites = true }
+        link.onSend = { bytes in
+            if bytes[19] == 0 && bytes[27] == 0x40 {
+                let lba = UInt64(bytes[28])
+                events.append("reply \(lba)")
+            }
+        }
+        for i in 0..<20 { link.inject(ata(.writeSectorsExt, tag: UInt32(i), lba: UInt64(i), data: [UInt8](repeating: UInt8(i), count: 512))) }
+        XCTAssertEqual(link.waitForSent(20).count, 20)
+        let log = events.all
+        for i in 0..<20 {
+            let write = try XCTUnwrap(log.firstIndex(of: "write \(i)"))
+            let reply = try XCTUnwrap(log.firstIndex(of: "reply \(i)"))
+            XCTAssertTrue(log[write..<reply].contains("flush"), "reply \(i) left before a flush covered its write: \(log)")
+        }
+        XCTAssertLessThan(log.filter { $0 == "flush" }.count, 20, "group commit: fewer flushes than writes")
+        // IDENTIFY says the write cache is off, and the remote cannot turn it on.
+        let identify = try XCTUnwrap(exchange(ata(.identifyDevice, tag: 100)))
+        XCTAssertFalse(IdentifyPage(bytes: identify[36...])!.writeCacheEnabled)
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.setFeatures, tag: 101, feature: 0x02)))).errFeature, 0x04)
+    }
+
+    func testDisablingWriteCacheMakesWritesDurable() throws {
+        let events = EventLog()
+        start(device: RecordingDevice(sectors: 100, events: events))
+        XCTAssertTrue(IdentifyPage(bytes: try XCTUnwrap(exchange(ata(.identifyDevice, tag: 1)))[36...])!.writeCacheEnabled)
+        _ = exchange(ata(.writeSectorsExt, tag: 2, lba: 1, data: [UInt8](repeating: 1, count: 512)))
+        XCTAssertEqual(events.count("flush"), 0)
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.setFeatures, tag: 3, feature: 0x82)))).cmdStatus, 0x40)
+        XCTAssertFalse(IdentifyPage(bytes: try XCTUnwrap(exchange(ata(.identifyDevice, tag: 4)))[36...])!.writeCacheEnabled)
+        _ = exchange(ata(.writeSectorsExt, tag: 5, lba: 2, data: [UInt8](repeating: 2, count: 512)))
+        XCTAssertEqual(events.count("flush"), 1)
+    }
+
+    func testLateDuplicateOfOldWriteDoesNotOverwriteNewerData() throws {
+        let events = EventLog()
+        // Writes whose data starts with 0x01 (the old write) take 300 ms; the newer one is instant.
+        let device = RecordingDevice(sectors: 100, events: events, slowMarker: 0x01)
+        start(device: device) { $0.workers = 4 }
+        link.inject(ata(.writeSectorsExt, tag: 1, lba: 5, data: [UInt8](repeating: 0x01, count: 512)))
+        link.inject(ata(.writeSectorsExt, tag: 2, lba: 5, data: [UInt8](repeating: 0x02, count: 512)))
+        let replies = link.waitForSent(2)
+        XCTAssertEqual(replies.map { header($0).tag.rawValue }, [1, 2], "the newer write waits for the older one")
+        XCTAssertEqual(device.inner.contents(lba: 5, count: 1), [UInt8](repeating: 0x02, count: 512))
+    }
+
+    func testBufferCountIsHonoured() throws {
+        let events = EventLog()
+        let device = RecordingDevice(sectors: 100, events: events, slowMarker: 0x01)
+        start(device: device) { $0.bufferCount = 2; $0.workers = 4 }
+        for i in 0..<4 { link.inject(ata(.writeSectorsExt, tag: UInt32(i), lba: UInt64(i), data: [UInt8](repeating: 0x01, count: 512))) }
+        let replies = link.waitForSent(4, timeoutSeconds: 1.5)
+        XCTAssertEqual(replies.count, 2)
+        XCTAssertEqual(target.statistics[.droppedOverrun], 2)
+    }
+
+    func testDeviceFailureAnswersABRT() throws {
+        let path = NSTemporaryDirectory() + "aoe-target-fail-\(getpid()).img"
+        FileManager.default.createFile(atPath: path, contents: Data(count: 512 * 16))
+        defer { unlink(path) }
+        start(device: try ImageDevice(path: path, options: .init()))
+        Syscall.failPwriteAfter.store(1, ordering: .relaxed)
+        let reply = ataReply(try XCTUnwrap(exchange(ata(.writeSectorsExt, tag: 1, lba: 3, data: [UInt8](repeating: 9, count: 512)))))
+        XCTAssertEqual(reply.cmdStatus, 0x51)
+        XCTAssertEqual(reply.errFeature, 0x04)
+        XCTAssertEqual(target.statistics[.deviceErrors], 1)
+        XCTAssertTrue(logLines.all.contains { $0.contains("injected") })
+    }
+}
+
+extension Array where Element == UInt8 {
+    func replacing(at offset: Int, with mac: MACAddress) -> [UInt8] {
+        var copy = self
+        for i in 0..<6 { copy[offset + i] = mac.byte(i) }
+        return copy
+    }
+}
+
+final class RequestSchedulerTests: XCTestCase {
+    func testOverlappingWriteWaitsAndStartsInArrivalOrder() {
+        var s = RequestScheduler()
+        XCTAssertTrue(s.admit(id: 1, start: 0, count: 8, writes: true))
+        XCTAssertFalse(s.admit(id: 2, start: 4, count: 8, writes: false), "read overlapping a running write waits")
+        XCTAssertTrue(s.admit(id: 3, start: 100, count: 8, writes: true), "disjoint write runs")
+        XCTAssertFalse(s.admit(id: 4, start: 6, count: 1, writes: true), "write behind a waiting read waits")
+        XCTAssertTrue(s.admit(id: 5, start: 200, count: 1, writes: false))
+        XCTAssertEqual(s.finish(id: 1), [2])
+        XCTAssertEqual(s.finish(id: 2), [4])
+        XCTAssertEqual(s.finish(id: 3), [])
+    }
+
+    func testReadsDoNotBlockReads() {
+        var s = RequestScheduler()
+        XCTAssertTrue(s.admit(id: 1, start: 0, count: 8, writes: false))
+        XCTAssertTrue(s.admit(id: 2, start: 0, count: 8, writes: false))
+        XCTAssertFalse(s.admit(id: 3, start: 7, count: 8, writes: true))
+        XCTAssertEqual(s.finish(id: 1), [])
+        XCTAssertEqual(s.finish(id: 2), [3])
+    }
+}

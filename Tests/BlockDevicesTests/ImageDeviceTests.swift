@@ -1,0 +1,131 @@
+import XCTest
+import Glibc
+@testable import BlockDevices
+import LinuxSystem
+
+final class ImageDeviceTests: XCTestCase {
+    var directory = ""
+
+    override func setUp() {
+        directory = NSTemporaryDirectory() + "aoe-image-tests-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        mkdir(directory, 0o755)
+    }
+
+    override func tearDown() {
+        _ = try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func makeImage(sectors: Int, name: String = "disk.img") -> String {
+        let path = directory + "/" + name
+        var bytes = [UInt8](repeating: 0, count: sectors * 512)
+        for s in 0..<sectors { bytes[s * 512] = UInt8(s & 0xFF); bytes[s * 512 + 1] = UInt8(s >> 8) }
+        FileManager.default.createFile(atPath: path, contents: Data(bytes))
+        return path
+    }
+
+    func firstBytes(_ device: ImageDevice, lba: UInt64) throws -> (UInt8, UInt8) {
+        var buffer = [UInt8](repeating: 0xEE, count: 512)
+        try buffer.withUnsafeMutableBytes { try device.read(into: $0, at: lba) }
+        return (buffer[0], buffer[1])
+    }
+
+    func testWindowMapsFirstAndLastSector() throws {
+        let path = makeImage(sectors: 100)
+        var options = ImageDevice.Options()
+        options.offsetSectors = 10
+        options.lengthSectors = 80
+        let device = try ImageDevice(path: path, options: options)
+        XCTAssertEqual(device.sectorCount, 80)
+        XCTAssertTrue(try firstBytes(device, lba: 0) == (10, 0))
+        XCTAssertTrue(try firstBytes(device, lba: 79) == (89, 0))
+    }
+
+    func testWindowLargerThanImageIsRefused() {
+        let path = makeImage(sectors: 100)
+        var options = ImageDevice.Options()
+        options.offsetSectors = 10
+        options.lengthSectors = 91
+        XCTAssertThrowsError(try ImageDevice(path: path, options: options)) { error in
+            XCTAssertTrue("\(error)".contains("image too small"), "\(error)")
+        }
+        options.lengthSectors = 90
+        XCTAssertNoThrow(try ImageDevice(path: path, options: options))
+    }
+
+    func testOffsetAtEndIsRefused() {
+        let path = makeImage(sectors: 100)
+        var options = ImageDevice.Options()
+        options.offsetSectors = 100
+        XCTAssertThrowsError(try ImageDevice(path: path, options: options))
+    }
+
+    func testMissingFileSaysSo() {
+        XCTAssertThrowsError(try ImageDevice(path: directory + "/nope.img", options: .init())) { error in
+            XCTAssertTrue("\(error)".contains("no such file"), "\(error)")
+        }
+    }
+
+    func testSecondOpenOfTheSameImageIsRefused() throws {
+        let path = makeImage(sectors: 8)
+        let first = try ImageDevice(path: path, options: .init())
+        XCTAssertThrowsError(try ImageDevice(path: path, options: .init())) { error in
+            XCTAssertTrue("\(error)".contains("in use"), "\(error)")
+        }
+        _ = first
+    }
+
+    func testReadOnlyDeviceIsNotWritable() throws {
+        let path = makeImage(sectors: 8)
+        var options = ImageDevice.Options()
+        options.readOnly = true
+        let device = try ImageDevice(path: path, options: options)
+        XCTAssertFalse(device.capabilities.writable)
+        // The descriptor itself is O_RDONLY (writing through it would trap as EBADF, an internal bug).
+        let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")
+        let modes = fds.compactMap { fd -> String? in
+            guard (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)")) == path else { return nil }
+            return try? String(contentsOfFile: "/proc/self/fdinfo/\(fd)", encoding: .utf8)
+        }
+        XCTAssertEqual(modes.count, 1)
+        let flags = modes.first?.split(separator: "\n").first { $0.hasPrefix("flags:") }.map { Int($0.split(separator: "\t").last!, radix: 8)! }
+        XCTAssertEqual(flags.map { $0 & 3 }, 0, "O_RDONLY")
+    }
+
+    func testWriteThenReadAndFlushCallsFdatasync() throws {
+        let path = makeImage(sectors: 8)
+        let device = try ImageDevice(path: path, options: .init())
+        let data = [UInt8](repeating: 0x5A, count: 1024)
+        try data.withUnsafeBytes { try device.write(from: $0, at: 6) }
+        var back = [UInt8](repeating: 0, count: 1024)
+        try back.withUnsafeMutableBytes { try device.read(into: $0, at: 6) }
+        XCTAssertEqual(back, data)
+        let before = Syscall.fdatasyncCalls.load(ordering: .relaxed)
+        try device.flush()
+        XCTAssertEqual(Syscall.fdatasyncCalls.load(ordering: .relaxed), before + 1)
+    }
+
+    func testInjectedPwriteFailureSurfacesAsDeviceError() throws {
+        let path = makeImage(sectors: 8)
+        let device = try ImageDevice(path: path, options: .init())
+        Syscall.failPwriteAfter.store(1, ordering: .relaxed)
+        defer { Syscall.failPwriteAfter.store(0, ordering: .relaxed) }
+        let data = [UInt8](repeating: 1, count: 512)
+        XCTAssertThrowsError(try data.withUnsafeBytes { try device.write(from: $0, at: 0) }) { error in
+            XCTAssertEqual((error as? DeviceError)?.underlying.errno, EIO)
+        }
+        XCTAssertNoThrow(try data.withUnsafeBytes { try device.write(from: $0, at: 0) })
+    }
+
+    func testGroupCommitCoversConcurrentWritersWithFewFlushes() throws {
+        let device = MemoryDevice(sectors: 8)
+        let commit = GroupCommit(device: device)
+        let writers = 16
+        DispatchQueue.concurrentPerform(iterations: writers) { _ in try! commit.makeDurable() }
+        let flushes = device.flushCount.load(ordering: .relaxed)
+        XCTAssertGreaterThanOrEqual(flushes, 1)
+        XCTAssertLessThanOrEqual(flushes, writers)
+        // A write that completes after the last flush still gets a flush of its own.
+        try commit.makeDurable()
+        XCTAssertEqual(device.flushCount.load(ordering: .relaxed), flushes + 1)
+    }
+}
