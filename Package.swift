@@ -22,7 +22,10 @@ let package = Package(
         .target(name: "BlockDevices", dependencies: ["ATACore", "LinuxSystem", "CLinuxShims"]),
         .target(name: "PacketTransport", dependencies: ["AoEWire", "LinuxSystem", "CLinuxShims", "CPcap"]),
         .target(name: "AoETarget", dependencies: ["AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem"]),
-        .target(name: "AoEInitiator", dependencies: ["AoEWire", "ATACore", "PacketTransport", "LinuxSystem"]),
+        .target(name: "AoEInitiator", dependencies: [
+            "AoEWire", "ATACore", "PacketTransport", "LinuxSystem",
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ]),
         .executableTarget(name: "aoe-target", dependencies: [
             "AoETarget", "BlockDevices", "PacketTransport", "LinuxSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -36,6 +39,7 @@ let package = Package(
         .testTarget(name: "ATACoreTests", dependencies: ["ATACore", "AoEWire"]),
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),
         .testTarget(name: "AoETargetTests", dependencies: ["AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
+        .testTarget(name: "AoEInitiatorTests", dependencies: ["AoEInitiator", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
     ],
     swiftLanguageModes: [.v6]
 )

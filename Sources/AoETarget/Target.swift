@@ -124,7 +124,7 @@ public final class Target: @unchecked Sendable {
             for i in 0..<batch { rxFrames[i] = pool.frame(rxSlots[i]) }
             let received: Int
             do {
-                received = try rxFrames.withUnsafeMutableBufferPointer { try link.receive($0) }
+                received = try link.receive(into: &rxFrames)
             } catch {
                 statistics.add(.receiveErrors)
                 log.frame(.warning, "receive on \(link.interfaceName): \(error)")
@@ -163,19 +163,17 @@ public final class Target: @unchecked Sendable {
 
     private func sendBatch(_ frames: [Frame], count: Int) {
         var sent = 0
-        frames.withUnsafeBufferPointer { all in
-            while sent < count {
-                do throws(SystemError) {
-                    let n = try link.send(UnsafeBufferPointer(rebasing: all[sent..<count]))
-                    if n == 0 { break }
-                    sent += n
-                } catch {
-                    // ENOBUFS, ENETDOWN, EMSGSIZE after an MTU drop: count, skip that frame, keep serving.
-                    statistics.add(.sendErrors)
-                    log.frame(.warning, "send on \(link.interfaceName): \(error)")
-                    if error.errno == EMSGSIZE { refreshMTU() }
-                    sent += 1
-                }
+        while sent < count {
+            do {
+                let n = try link.send(frames, range: sent..<count)
+                if n == 0 { break }
+                sent += n
+            } catch {
+                // ENOBUFS, ENETDOWN, EMSGSIZE after an MTU drop: count, skip that frame, keep serving.
+                statistics.add(.sendErrors)
+                log.frame(.warning, "send on \(link.interfaceName): \(error)")
+                if error.errno == EMSGSIZE { refreshMTU() }
+                sent += 1
             }
         }
         statistics.add(.framesSent, min(sent, count))

@@ -15,3 +15,23 @@ public protocol FrameLink: AnyObject, Sendable {
     /// Sends one frame; callable from any thread.
     func sendOne(_ frame: Frame) throws(SystemError)
 }
+
+extension FrameLink {
+    /// `receive` into an array of frames (typed throws survive, unlike through withUnsafeMutableBufferPointer).
+    public func receive(into frames: inout [Frame]) throws(SystemError) -> Int {
+        var result: Result<Int, SystemError> = .success(0)
+        frames.withUnsafeMutableBufferPointer { buffer in
+            do throws(SystemError) { result = .success(try receive(buffer)) } catch { result = .failure(error) }
+        }
+        return try result.get()
+    }
+
+    /// `send` of `frames[range]`.
+    public func send(_ frames: [Frame], range: Range<Int>) throws(SystemError) -> Int {
+        var result: Result<Int, SystemError> = .success(0)
+        frames.withUnsafeBufferPointer { buffer in
+            do throws(SystemError) { result = .success(try send(UnsafeBufferPointer(rebasing: buffer[range]))) } catch { result = .failure(error) }
+        }
+        return try result.get()
+    }
+}

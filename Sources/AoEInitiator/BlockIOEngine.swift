@@ -1,0 +1,251 @@
+import Glibc
+import AoEWire
+import ATACore
+import LinuxSystem
+import PacketTransport
+
+/// One block I/O: `sectors` at `lba`, data in `buffer` (written from, or read into).
+public struct BlockIO: @unchecked Sendable {
+    public var lba: UInt64
+    public var sectors: Int
+    public var isWrite: Bool
+    public var buffer: UnsafeMutableRawPointer
+    /// The source's own reference, returned on completion.
+    public var id: Int
+
+    public init(lba: UInt64, sectors: Int, isWrite: Bool, buffer: UnsafeMutableRawPointer, id: Int) {
+        self.lba = lba
+        self.sectors = sectors
+        self.isWrite = isWrite
+        self.buffer = buffer
+        self.id = id
+    }
+}
+
+/// Supplies I/Os to the engine and learns how they ended.
+public protocol BlockIOSource: AnyObject {
+    /// The next I/O to start now, or nil (nothing now; the engine asks again later).
+    func nextIO(now: Double) -> BlockIO?
+    func completed(_ io: BlockIO, error: ClientError?, latencyNanoseconds: UInt64)
+    /// No further I/O will come.
+    var isFinished: Bool { get }
+}
+
+/// Runs block I/O against one target with `queueDepth` I/Os in flight, each split into frames of the
+/// target's sectors per frame, within a frame window of at most the target's Buffer Count. Retransmits with
+/// an adaptive timeout (`TagTable`). Frames are built in preallocated slots; the loop allocates nothing.
+public final class BlockIOEngine {
+    struct Active {
+        var io: BlockIO
+        var nextSector = 0
+        var framesOutstanding = 0
+        var error: ClientError? = nil
+        var startedAt: UInt64 = 0
+        var inUse = false
+    }
+
+    struct FramePart {
+        var active = -1
+        var offsetSectors = 0
+        var sectors = 0
+    }
+
+    public let target: TargetInfo
+    public let link: any FrameLink
+    public let queueDepth: Int
+    public private(set) var tags: TagTable
+    private let pool: FramePool
+    private var actives: [Active]
+    private var parts: [FramePart]
+    private var rxFrames: [Frame]
+    private var txFrames: [Frame]
+    private var txCount = 0
+    private var timerActions: [TagTable.TimerAction] = []
+    private var activeCount = 0
+    private var cursor = 0
+
+    public var retransmits: Int { tags.retransmits }
+    public var lateResponses: Int { tags.lateResponses }
+
+    public init(link: any FrameLink, target: TargetInfo, queueDepth: Int, maxAttempts: Int = 10, deadlineSeconds: Double = 15) {
+        self.link = link
+        self.target = target
+        self.queueDepth = max(1, queueDepth)
+        let window = max(1, min(target.bufferCount, 0xFFFF))
+        tags = TagTable(capacity: window, maxWindow: window, maxAttempts: maxAttempts, deadline: deadlineSeconds)
+        let frameCapacity = AoELayout.ataHeaderSize + target.sectorsPerFrame * AoELayout.sectorSize
+        let pool = FramePool(slots: window + 32, frameCapacity: max(frameCapacity, max(link.currentMTU(), 1500) + AoELayout.ethernetHeaderSize))
+        self.pool = pool
+        actives = Array(repeating: Active(io: BlockIO(lba: 0, sectors: 0, isWrite: false, buffer: UnsafeMutableRawPointer(bitPattern: 1)!, id: 0)), count: self.queueDepth)
+        parts = Array(repeating: FramePart(), count: window)
+        rxFrames = (0..<32).map { pool.frame(window + $0) }
+        txFrames = Array(repeating: pool.frame(0), count: 64)
+        timerActions.reserveCapacity(window)
+    }
+
+    /// Runs until the source is finished and every I/O has completed.
+    public func run(_ source: BlockIOSource) throws(ClientError) {
+        var lastTick = monotonicSeconds()
+        while true {
+            let now = monotonicSeconds()
+            while activeCount < queueDepth, let io = source.nextIO(now: now) { start(io) }
+            if activeCount == 0 && source.isFinished { return }
+            try sendParts()
+            let n: Int
+            do { n = try link.receive(into: &rxFrames) } catch { throw .system(error) }
+            let after = monotonicSeconds()
+            for i in 0..<n { handle(rxFrames[i], now: after, source: source) }
+            if after - lastTick >= 0.001 || n == 0 {
+                lastTick = after
+                try tick(now: after, source: source)
+            }
+        }
+    }
+
+    private func start(_ io: BlockIO) {
+        let index = actives.firstIndex { !$0.inUse }!
+        actives[index] = Active(io: io, startedAt: monotonicNanoseconds(), inUse: true)
+        activeCount += 1
+    }
+
+    /// Builds frames for unsent parts of active I/Os, round-robin, while the window allows.
+    private func sendParts() throws(ClientError) {
+        var scanned = 0
+        while tags.canSend && scanned < queueDepth {
+            let a = cursor
+            cursor = (cursor + 1) % queueDepth
+            guard actives[a].inUse, actives[a].error == nil, actives[a].nextSector < actives[a].io.sectors else {
+                scanned += 1
+                continue
+            }
+            scanned = 0
+            let offset = actives[a].nextSector
+            let count = min(target.sectorsPerFrame, actives[a].io.sectors - offset)
+            actives[a].nextSector += count
+            actives[a].framesOutstanding += 1
+            let (slot, tag) = tags.send(now: monotonicSeconds())
+            parts[slot] = FramePart(active: a, offsetSectors: offset, sectors: count)
+            build(slot: slot, tag: tag)
+            queue(pool.frame(slot).with(length: frameLength(slot)))
+            if txCount == txFrames.count { try flushTx() }
+        }
+        try flushTx()
+    }
+
+    private func frameLength(_ slot: Int) -> Int {
+        let part = parts[slot]
+        let io = actives[part.active].io
+        return max(AoELayout.minimumFrameSize, AoELayout.ataHeaderSize + (io.isWrite ? part.sectors * AoELayout.sectorSize : 0))
+    }
+
+    private func build(slot: Int, tag: UInt32) {
+        let part = parts[slot]
+        let io = actives[part.active].io
+        let frame = pool.frame(slot)
+        let lba = io.lba + UInt64(part.offsetSectors)
+        let lba48 = lba + UInt64(part.sectors) > 0x0FFF_FFFF
+        let command: ATACommand = io.isWrite ? (lba48 ? .writeSectorsExt : .writeSectors) : (lba48 ? .readSectorsExt : .readSectors)
+        AoEHeader(destination: target.mac, source: link.macAddress, address: target.address, command: .issueATA, tag: Tag(rawValue: tag))
+            .write(to: frame.buffer)
+        var flags: ATAArgFlags = lba48 ? .extended : []
+        if io.isWrite { flags.insert(.write) }
+        ATAHeader(flags: flags, sectorCount: UInt8(part.sectors), cmdStatus: command.rawValue, lba: lba48 ? lba : lba | 0xE000_0000)
+            .write(to: frame.buffer)
+        let bytes = part.sectors * AoELayout.sectorSize
+        if io.isWrite {
+            frame.payload(count: bytes).copyMemory(from: UnsafeRawBufferPointer(start: io.buffer + part.offsetSectors * AoELayout.sectorSize, count: bytes))
+        } else {
+            // Short requests are padded to 60 bytes: zero the padding rather than leak old frame contents.
+            frame.payload(count: AoELayout.minimumFrameSize - AoELayout.ataHeaderSize).initializeMemory(as: UInt8.self, repeating: 0)
+        }
+    }
+
+    /// Rewrites only the tag of a frame being resent.
+    private func retag(slot: Int, tag: UInt32) {
+        let frame = pool.frame(slot)
+        frame.buffer.storeBytes(of: tag.bigEndian, toByteOffset: 20, as: UInt32.self)
+    }
+
+    private func queue(_ frame: Frame) {
+        txFrames[txCount] = frame
+        txCount += 1
+    }
+
+    private func flushTx() throws(ClientError) {
+        var sent = 0
+        while sent < txCount {
+            do {
+                let n = try link.send(txFrames, range: sent..<txCount)
+                // A full socket buffer (EAGAIN) or ENOBUFS: the retransmit timer resends what did not go out.
+                if n == 0 { break }
+                sent += n
+            } catch {
+                if error.errno == ENOBUFS || error.errno == EAGAIN { break }
+                throw .system(error)
+            }
+        }
+        txCount = 0
+    }
+
+    private func handle(_ frame: Frame, now: Double, source: BlockIOSource) {
+        let bytes = frame.bytes
+        guard let header = try? AoEHeader(parsing: bytes), header.flags.contains(.response),
+              header.command == .issueATA, header.source == target.mac, header.address == target.address else { return }
+        guard case .complete(let slot, _) = tags.response(tag: header.tag.rawValue, now: now) else { return }
+        let part = parts[slot]
+        let a = part.active
+        if header.flags.contains(.error) {
+            actives[a].error = actives[a].error ?? .aoe(header.error, target: "e\(target.address)")
+        } else if let ata = ATAHeader(parsing: bytes) {
+            let status = ATAStatus(rawValue: ata.cmdStatus)
+            if status.indicatesFailure {
+                actives[a].error = actives[a].error ?? .ataFailed(status: ata.cmdStatus, error: ata.errFeature, lba: actives[a].io.lba + UInt64(part.offsetSectors))
+            } else if !actives[a].io.isWrite {
+                let want = part.sectors * AoELayout.sectorSize
+                if bytes.count - AoELayout.ataHeaderSize < want {
+                    actives[a].error = actives[a].error ?? .shortReply(expected: want, got: bytes.count - AoELayout.ataHeaderSize)
+                } else {
+                    (actives[a].io.buffer + part.offsetSectors * AoELayout.sectorSize)
+                        .copyMemory(from: bytes.baseAddress! + AoELayout.ataHeaderSize, byteCount: want)
+                }
+            }
+        }
+        partDone(a, source: source)
+    }
+
+    private func partDone(_ a: Int, source: BlockIOSource) {
+        actives[a].framesOutstanding -= 1
+        let finished = actives[a].framesOutstanding == 0 && (actives[a].nextSector >= actives[a].io.sectors || actives[a].error != nil)
+        guard finished else { return }
+        let latency = monotonicNanoseconds() - actives[a].startedAt
+        actives[a].inUse = false
+        activeCount -= 1
+        source.completed(actives[a].io, error: actives[a].error, latencyNanoseconds: latency)
+    }
+
+    private func tick(now: Double, source: BlockIOSource) throws(ClientError) {
+        timerActions.removeAll(keepingCapacity: true)
+        tags.tick(now: now, into: &timerActions)
+        for action in timerActions {
+            switch action {
+            case .resend(let slot, let tag):
+                retag(slot: slot, tag: tag)
+                queue(pool.frame(slot).with(length: frameLength(slot)))
+                if txCount == txFrames.count { try flushTx() }
+            case .fail(let slot):
+                let a = parts[slot].active
+                actives[a].error = actives[a].error ?? .noReply(target: "e\(target.address) (\(target.mac))", seconds: tags.deadline)
+                partDone(a, source: source)
+            }
+        }
+        try flushTx()
+    }
+}
+
+extension Frame {
+    func with(length: Int) -> Frame {
+        var copy = self
+        copy.length = length
+        return copy
+    }
+}

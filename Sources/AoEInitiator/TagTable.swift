@@ -1,0 +1,137 @@
+import AoEWire
+
+/// The initiator's frames in flight: which tag each carries, when it was sent, how often, and when to give
+/// up. Pure state machine with the clock passed in; the engine acts on what it returns.
+///
+/// Tags: bit 31 set (so a Linux `aoe` initiator on the same host drops our responses, aoenet.c), bits 16-30
+/// a generation that changes on every send, bits 0-15 the slot. A resend gets a fresh tag, so an answer to
+/// the old one is recognised as late and dropped rather than completing the wrong attempt.
+public struct TagTable: Sendable {
+    public enum SlotState: Hashable, Sendable {
+        /// Not in use.
+        case free
+        /// Sent (attempt n, n >= 1) at `sentAt` (seconds) with `tag`.
+        case inFlight(tag: UInt32, sentAt: Double, firstSentAt: Double, attempts: Int)
+    }
+
+    public enum ResponseOutcome: Hashable, Sendable {
+        /// The answer to slot `slot`, after `rtt` seconds (from the attempt it answers).
+        case complete(slot: Int, rtt: Double)
+        /// For a slot we resent since (or already completed): ignore it.
+        case late
+        /// Not one of our tags.
+        case unknown
+    }
+
+    public enum TimerAction: Hashable, Sendable {
+        /// Send slot `slot` again with this new tag.
+        case resend(slot: Int, tag: UInt32)
+        /// Out of attempts or time: the request fails.
+        case fail(slot: Int)
+    }
+
+    public private(set) var slots: [SlotState]
+    private var generation: UInt32 = 0
+    private var freeList: [Int]
+
+    // Retransmit policy (Jacobson/Karels, as aoecmd.c rto()): RTO = srtt + 4 x rttvar, bounded.
+    public private(set) var smoothedRTT: Double
+    public private(set) var rttVariance: Double
+    public var minimumRTO = 0.005
+    public var maximumRTO = 2.0
+    public var maxAttempts: Int
+    /// Give up on a request this long after its first send, whatever the attempts.
+    public var deadline: Double
+
+    /// The send window in frames: halved on a timeout, grown by one per answer, up to `maxWindow`.
+    public private(set) var window: Int
+    public var maxWindow: Int
+    public private(set) var inFlight = 0
+    public private(set) var retransmits = 0
+    public private(set) var lateResponses = 0
+
+    public init(capacity: Int, maxWindow: Int, initialRTT: Double = 0.05, maxAttempts: Int = 8, deadline: Double = 10) {
+        precondition(capacity > 0 && capacity <= 0xFFFF)
+        slots = Array(repeating: .free, count: capacity)
+        freeList = Array((0..<capacity).reversed())
+        smoothedRTT = initialRTT
+        rttVariance = initialRTT / 2
+        self.maxWindow = max(1, maxWindow)
+        window = max(1, maxWindow)
+        self.maxAttempts = maxAttempts
+        self.deadline = deadline
+    }
+
+    public var retransmitTimeout: Double { min(maximumRTO, max(minimumRTO, smoothedRTT + 4 * rttVariance)) }
+    public var canSend: Bool { inFlight < window && !freeList.isEmpty }
+
+    private mutating func nextTag(slot: Int) -> UInt32 {
+        generation = (generation + 1) & 0x7FFF
+        return 0x8000_0000 | generation << 16 | UInt32(slot)
+    }
+
+    /// Takes a free slot and its first tag. Call only when `canSend`.
+    public mutating func send(now: Double) -> (slot: Int, tag: UInt32) {
+        precondition(canSend, "send beyond the window")
+        let slot = freeList.removeLast()
+        let tag = nextTag(slot: slot)
+        slots[slot] = .inFlight(tag: tag, sentAt: now, firstSentAt: now, attempts: 1)
+        inFlight += 1
+        return (slot, tag)
+    }
+
+    public mutating func response(tag: UInt32, now: Double) -> ResponseOutcome {
+        guard tag & 0x8000_0000 != 0 else { return .unknown }
+        let slot = Int(tag & 0xFFFF)
+        guard slot < slots.count else { return .unknown }
+        guard case .inFlight(let current, let sentAt, _, let attempts) = slots[slot], current == tag else {
+            lateResponses += 1
+            return .late
+        }
+        let rtt = now - sentAt
+        // Karn: only an unambiguous sample (first attempt) updates the estimate.
+        if attempts == 1 {
+            let error = rtt - smoothedRTT
+            smoothedRTT += error / 8
+            rttVariance += (abs(error) - rttVariance) / 4
+        }
+        release(slot)
+        if window < maxWindow { window += 1 }
+        return .complete(slot: slot, rtt: rtt)
+    }
+
+    private mutating func release(_ slot: Int) {
+        slots[slot] = .free
+        freeList.append(slot)
+        inFlight -= 1
+    }
+
+    /// Abandons a slot (the caller gave up on it for its own reasons).
+    public mutating func cancel(slot: Int) {
+        if case .inFlight = slots[slot] { release(slot) }
+    }
+
+    /// Expired frames: resend with a fresh tag, or fail when out of attempts or past the deadline.
+    /// Appends to `actions` (kept by the caller so the hot path does not allocate).
+    public mutating func tick(now: Double, into actions: inout [TimerAction]) {
+        let rto = retransmitTimeout
+        var timedOut = false
+        for slot in slots.indices {
+            guard case .inFlight(_, let sentAt, let firstSentAt, let attempts) = slots[slot] else { continue }
+            // Each further attempt waits longer (exponential backoff), as TCP does.
+            let limit = rto * Double(1 << min(attempts - 1, 6))
+            guard now - sentAt >= limit else { continue }
+            timedOut = true
+            if attempts >= maxAttempts || now - firstSentAt >= deadline {
+                release(slot)
+                actions.append(.fail(slot: slot))
+            } else {
+                let tag = nextTag(slot: slot)
+                slots[slot] = .inFlight(tag: tag, sentAt: now, firstSentAt: firstSentAt, attempts: attempts + 1)
+                retransmits += 1
+                actions.append(.resend(slot: slot, tag: tag))
+            }
+        }
+        if timedOut { window = max(1, window / 2) }
+    }
+}
