@@ -23,13 +23,24 @@ finish() {
 }
 now() { cut -d' ' -f1 /proc/uptime; }
 
+# Both refuse ranges past the end of the device: busybox dd would otherwise fall back from a
+# failed lseek to reading its way there, sector by sector.
+in_dev() {
+    if [ $((($1 + $2) * 512)) -gt "$SIZE" ]; then
+        echo "LBA $1+$2 is beyond the end of the device ($SIZE bytes)" >/tmp/dd.err
+        return 1
+    fi
+}
 # read N sectors at LBA with O_DIRECT into FILE (one request)
-rd() { dd if="$DEV" of="$3" bs=$(($2 * 512)) count=1 skip=$(($1 * 512)) iflag=direct,skip_bytes 2>/tmp/dd.err; }
+rd() { in_dev "$1" "$2" && dd if="$DEV" of="$3" bs=$(($2 * 512)) count=1 skip=$(($1 * 512)) iflag=direct,skip_bytes 2>/tmp/dd.err; }
 # write FILE (N sectors) at LBA with O_DIRECT (one request)
-wr() { dd if="$3" of="$DEV" bs=$(($2 * 512)) count=1 seek=$(($1 * 512)) oflag=direct,seek_bytes conv=notrunc 2>/tmp/dd.err; }
+wr() { in_dev "$1" "$2" && dd if="$3" of="$DEV" bs=$(($2 * 512)) count=1 seek=$(($1 * 512)) oflag=direct,seek_bytes conv=notrunc 2>/tmp/dd.err; }
 first_diff() { cmp "$1" "$2" 2>&1 | head -n 1; }
 # what a pattern sector says about itself, e.g. "region=seedB lba=140003"
-what() { dd if="$1" bs=512 skip="$2" count=1 2>/dev/null | tr -c 'a-zA-Z0-9=. \n-' '?' | grep -o 'region=[^ ]* lba=[0-9]*' | head -n 1; }
+what() {
+    w=$(dd if="$1" bs=512 skip="$2" count=1 2>/dev/null | tr -c 'a-zA-Z0-9=. \n-' '?' | grep -o 'region=[^ ]* lba=[0-9]*' | head -n 1)
+    echo "${w:-no pattern (zeros or foreign data)}"
+}
 
 info "run.sh started at uptime $(now) s"
 
@@ -59,7 +70,7 @@ if [ ! -b "$DEV" ]; then
 fi
 ok target discover "$DEV appeared after $(($(date +%s) - t0)) s, state $(cat "$SYS/state")"
 PAYLOAD=$(cat "$SYS/payload" 2>/dev/null)
-info "aoe: state=$(cat "$SYS/state") mac=$(cat "$SYS/mac") netif=$(cat "$SYS/netif") fwver=$(cat "$SYS/fwver") payload=$PAYLOAD"
+info "aoe: state=$(cat "$SYS/state" 2>/dev/null) mac=$(cat "$SYS/mac" 2>/dev/null) netif=$(cat "$SYS/netif" 2>/dev/null) fwver=$(cat "$SYS/firmware-version" 2>/dev/null) payload=$PAYLOAD"
 if [ "$MTU" -le 1500 ]; then
     if [ "$PAYLOAD" = 1024 ]; then ok target payload "1024 bytes per frame at MTU $MTU"
     else bad target payload "aoe.ko uses $PAYLOAD bytes per frame at MTU $MTU, expected 1024"; fi
@@ -72,7 +83,8 @@ else
 fi
 
 # ---- size
-SIZE=$(blockdev --getsize64 "$DEV")
+SIZE=$(blockdev --getsize64 "$DEV" 2>/dev/null)
+SIZE=${SIZE:-0}
 if [ "$SIZE" = $((SECTORS * 512)) ]; then ok data size "$SIZE bytes = image size"
 else bad data size "device has $SIZE bytes, image has $((SECTORS * 512))"; fi
 

@@ -7,6 +7,7 @@
 #   it_net_setup MTU                              namespace + bridge + veth (target) + tap (QEMU)
 #   it_target_start SHIFT SHELF SLOT IMAGE        start $TARGET (vblade syntax) inside the namespace
 #   it_initramfs_base                             cached busybox+modules+fio+mke2fs initramfs
+#                                                 (sets IT_INITRAMFS_BASE)
 #   it_cpio_dir DIR OUT                           newc cpio of a folder
 #   it_qemu_run TIMEOUT SERIAL_LOG TAG ARGS...    one QEMU (TCG) in the namespace, bounded in time
 #   it_marker_lines SERIAL_LOG TAG                the guest's marker lines, CR stripped
@@ -23,6 +24,7 @@ IT_NS=""
 IT_TARGET_PID=""
 IT_WORK=""
 IT_KEEP=${KEEP:-0}
+IT_KEEP_ON_FAIL=${IT_KEEP_ON_FAIL:-1}   # the negative wrappers set 0: their failures are expected
 IT_FAILED=0
 
 it_log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -63,6 +65,7 @@ it_skip() {
 
 # Infrastructure error (not a verdict on the target): exit 1 with a reason.
 it_die() {
+    IT_FAILED=1
     printf 'FAIL: [infra] %s\n' "$*" >&2
     printf 'RESULT: FAIL infra\n'
     exit 1
@@ -82,6 +85,44 @@ it_need_files() {
     for f in "$@"; do
         [ -e "$f" ] || it_skip "missing file: $f"
     done
+}
+
+# it_run_negative INNER_SCRIPT PATTERN...: runs INNER_SCRIPT (env as given, e.g. SHIFT=4) and exits
+# 0 only if it failed for a data reason: exit 1, "RESULT: FAIL data", no [target]/[infra] failure,
+# and every extended-regex PATTERN found in its output. Exit 77 if it skipped, 1 otherwise.
+it_run_negative() {
+    local inner=$1 log rc p missing=""
+    shift
+    log=$(mktemp /tmp/interop-negative-XXXXXX.log)
+    it_on_exit "rm -f $log"
+    IT_KEEP_ON_FAIL=0 "$inner" 2>&1 | tee "$log" | sed -u 's/^/  inner| /'
+    rc=${PIPESTATUS[0]}
+    echo "== negative verdict (inner exit status $rc)"
+    [ "$rc" = 77 ] && it_skip "inner test skipped: $(grep -m1 '^SKIP:' "$log")"
+    if [ "$rc" = 0 ]; then
+        it_fail "[data] the inner test PASSED against a deliberately wrong target: its checks are blind"
+        it_result
+    fi
+    grep -E '^FAIL: \[data\]' "$log" | sed 's/^FAIL: /  caught: /'
+    if [ "$rc" != 1 ]; then
+        it_fail "[infra] inner test exited $rc (expected 1)"
+    elif ! grep -qx 'RESULT: FAIL data' "$log"; then
+        it_fail "[infra] inner test failed, but not for a data reason: $(grep -m1 '^RESULT:' "$log")"
+    elif grep -qE '^FAIL: \[(target|infra)\]' "$log"; then
+        it_fail "[infra] inner test also failed for a non-data reason: $(grep -m1 -E '^FAIL: \[(target|infra)\]' "$log")"
+    fi
+    for p in "$@"; do
+        grep -qE -- "$p" "$log" || missing+=" '$p'"
+    done
+    [ -z "$missing" ] || it_fail "[infra] expected failure lines not found:$missing"
+    if [ "$IT_FAILED" = 0 ]; then
+        it_pass "the inner test failed for data reasons, as it must against a wrong target"
+        echo "RESULT: PASS"
+        exit 0
+    fi
+    # a negative that did not work is a harness problem, whatever the inner class was
+    echo "RESULT: FAIL infra"
+    exit 1
 }
 
 # ---------------------------------------------------------------- cleanup
@@ -115,7 +156,8 @@ it_kill_pid() {
     return 0
 }
 
-# Scratch folder; removed on success, kept (minus big images unless KEEP=1) on failure.
+# Scratch folder; removed on success, kept (minus big images unless KEEP=1) on failure
+# (unless IT_KEEP_ON_FAIL=0).
 it_workdir() {
     IT_WORK=$(mktemp -d "/tmp/interop-$1-XXXXXX") || it_die "mktemp failed"
     it_on_exit it__workdir_cleanup
@@ -123,7 +165,7 @@ it_workdir() {
 
 it__workdir_cleanup() {
     [ -n "$IT_WORK" ] && [ -d "$IT_WORK" ] || return 0
-    if [ "$IT_FAILED" = 0 ] && [ "$IT_KEEP" != 1 ]; then
+    if [ "$IT_KEEP" != 1 ] && { [ "$IT_FAILED" = 0 ] || [ "$IT_KEEP_ON_FAIL" = 0 ]; }; then
         rm -rf "$IT_WORK"
     else
         [ "$IT_KEEP" = 1 ] || rm -f "$IT_WORK"/*.img "$IT_WORK"/initrd*
@@ -197,6 +239,7 @@ it_resolve_target() {
             exit 1
         fi
     fi
+    case "$t" in */*) t=$(realpath -e "$t" 2>/dev/null || echo "$t") ;; esac
     IT_TARGET=$(command -v "$t" 2>/dev/null) || {
         printf 'ERROR: TARGET=%s is not an executable\n' "$t" >&2
         printf 'RESULT: FAIL infra\n'
@@ -287,56 +330,73 @@ it_cpio_dir() { (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc
 IT_GUEST_BOOT_MODULES="virtio_pci virtio_net crc32c_generic ext4"
 IT_GUEST_EXTRA_MODULES="aoe"
 
-# it_initramfs_base: builds (or reuses) the common initramfs. Prints its path.
+# it_initramfs_base: builds (or reuses) the common initramfs; sets IT_INITRAMFS_BASE to its path.
 # Contents: busybox-static (+ applet links), /init, modules (boot ones listed in /etc/modules.boot,
-# in load order), aoe.ko at /lib/modules/aoe.ko, fio and mke2fs with their libraries.
-# The test adds its own files as a second cpio appended to this one.
+# in load order), aoe.ko at /lib/modules/aoe.ko, fio and mke2fs (as mke2fs.e2fs) with their
+# libraries. The test adds its own files as a second cpio appended to this one.
 it_initramfs_base() {
-    local busybox fio mke2fs key out stage m
+    local busybox fio mke2fs key out stage pid rc
     busybox=$(command -v busybox)
     fio=$(command -v fio)
     mke2fs=$(command -v mke2fs)
-    file "$busybox" 2>/dev/null | grep -q 'statically linked' || it_skip "busybox is not static (apt-get install busybox-static)"
+    ldd "$busybox" 2>&1 | grep -qE 'not a dynamic executable|statically linked' ||
+        it_skip "busybox is not statically linked (apt-get install busybox-static)"
     mkdir -p "$IT_CACHE"
     key=$( {
-        echo "v3 $IT_KVER $IT_GUEST_BOOT_MODULES $IT_GUEST_EXTRA_MODULES"
-        declare -f it_initramfs_base it__copy_with_libs it__guest_init
+        echo "v4 $IT_KVER $IT_GUEST_BOOT_MODULES $IT_GUEST_EXTRA_MODULES"
+        declare -f it__initramfs_build it__copy_with_libs it__guest_init
         ls -lL "$busybox" "$fio" "$mke2fs" "$IT_MODDIR/modules.dep" /etc/mke2fs.conf 2>/dev/null
         ldd "$fio" "$mke2fs" 2>/dev/null | awk '/=> \//{print $3}' | xargs ls -lL 2>/dev/null
     } | sha256sum | cut -c1-16)
     out=$IT_CACHE/initramfs-base-$key.cpio
-    if [ -s "$out" ]; then
-        echo "$out"
-        return 0
-    fi
-    stage=$(mktemp -d "$IT_CACHE/stage-XXXXXX")
-    (
-        set -e
-        mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,mnt,etc,lib/modules,root}
-        cp "$busybox" "$stage/bin/busybox"
-        for a in $("$busybox" --list); do
-            [ -e "$stage/bin/$a" ] || ln -s busybox "$stage/bin/$a"
-        done
-        it__copy_with_libs "$fio" /usr/bin/fio "$stage"
-        it__copy_with_libs "$mke2fs" /usr/sbin/mke2fs.e2fs "$stage"
-        [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$stage/etc/"
-        : >"$stage/etc/modules.boot"
-        for m in $(it_mod_resolve $IT_GUEST_BOOT_MODULES); do
-            cp "$IT_MODDIR/$m" "$stage/lib/modules/"
-            basename "$m" >>"$stage/etc/modules.boot"
-        done
-        for m in $(it_mod_resolve $IT_GUEST_EXTRA_MODULES); do
-            cp "$IT_MODDIR/$m" "$stage/lib/modules/"
-        done
-        it__guest_init >"$stage/init"
-        chmod 755 "$stage/init"
-        it_cpio_dir "$stage" "$out.tmp"
+    # one builder at a time; a second caller waits and then finds the cached file
+    exec 8>"$IT_CACHE/.initramfs.lock"
+    flock -w 300 8 || it_die "initramfs cache lock busy for 300 s"
+    if [ ! -s "$out" ]; then
+        it_log "building initramfs base $out (once; cached)"
+        stage=$(mktemp -d "$IT_CACHE/stage-XXXXXX")
+        it_on_exit "rm -rf '$stage' '$out.tmp'"
+        it__initramfs_build "$stage" "$out.tmp" "$busybox" "$fio" "$mke2fs" &
+        pid=$!
+        it_on_exit "it_kill_pid $pid"
+        wait "$pid"
+        rc=$?
+        rm -rf "$stage"
+        [ "$rc" = 0 ] && [ -s "$out.tmp" ] || it_die "initramfs build failed"
         mv "$out.tmp" "$out"
-    ) >&2 || { rm -rf "$stage" "$out.tmp"; it_die "initramfs build failed"; }
-    rm -rf "$stage"
-    # Keep only the newest few cached images.
-    ls -t "$IT_CACHE"/initramfs-base-*.cpio 2>/dev/null | tail -n +4 | xargs -r rm -f
-    echo "$out"
+        # keep only the newest few
+        ls -t "$IT_CACHE"/initramfs-base-*.cpio 2>/dev/null | tail -n +4 | xargs -r rm -f
+    fi
+    flock -u 8
+    exec 8>&-
+    IT_INITRAMFS_BASE=$out
+}
+
+it__initramfs_build() {
+    local stage=$1 out=$2 busybox=$3 fio=$4 mke2fs=$5 a m
+    set -e
+    mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,mnt,etc,lib/modules,root}
+    cp "$busybox" "$stage/bin/busybox"
+    for a in $("$busybox" --list); do
+        [ -e "$stage/bin/$a" ] || ln -s busybox "$stage/bin/$a"
+    done
+    it__copy_with_libs "$fio" /usr/bin/fio "$stage"
+    it__copy_with_libs "$mke2fs" /usr/sbin/mke2fs.e2fs "$stage"
+    if [ -f /etc/mke2fs.conf ]; then cp /etc/mke2fs.conf "$stage/etc/"; fi
+    : >"$stage/etc/modules.boot"
+    local boot extra
+    boot=$(it_mod_resolve $IT_GUEST_BOOT_MODULES)
+    extra=$(it_mod_resolve $IT_GUEST_EXTRA_MODULES)
+    for m in $boot; do
+        cp "$IT_MODDIR/$m" "$stage/lib/modules/"
+        basename "$m" >>"$stage/etc/modules.boot"
+    done
+    for m in $extra; do
+        cp "$IT_MODDIR/$m" "$stage/lib/modules/"
+    done
+    it__guest_init >"$stage/init"
+    chmod 755 "$stage/init"
+    it_cpio_dir "$stage" "$out"
 }
 
 # The guest's /init: mount, load boot modules, run /test/run.sh (added by the test), power off.
@@ -369,6 +429,14 @@ it_qemu_lock() {
     if ! flock -w "${IT_LOCK_WAIT:-900}" 9; then
         it_die "another interop QEMU held /tmp/interop-qemu.lock for too long"
     fi
+    # Also wait (read-only look) for QEMUs started by anything else on this 2-core machine.
+    local waited=0
+    while pgrep -x 'qemu-system-x86_64|qemu-system-i386' >/dev/null 2>&1; do
+        [ $waited = 0 ] && it_log "waiting for another QEMU on this machine to finish"
+        waited=$((waited + 5))
+        [ $waited -ge "${IT_LOCK_WAIT:-900}" ] && it_die "another QEMU kept running for ${waited}s"
+        sleep 5
+    done
 }
 
 # it_qemu_run TIMEOUT SERIAL_LOG TAG QEMU_ARGS...

@@ -28,7 +28,7 @@ SLOT=1
 NSECT_STAGE2=64            # LBAs 1..64 read by the boot sector (must match the code below)
 
 it_need_root
-it_need_cmds ip timeout flock od dd truncate cmp "$IT_QEMU"
+it_need_cmds ip timeout flock od dd truncate cmp realpath pgrep "$IT_QEMU"
 IPXE=""
 for f in /usr/lib/ipxe/ipxe.lkrn /boot/ipxe.lkrn; do
     [ -r "$f" ] && { IPXE=$f; break; }
@@ -124,7 +124,7 @@ build_image() {
     # LBAs 1..64: text naming the LBA, and the tag (LBA, u32 little endian) at byte 508.
     for ((k = 1; k <= NSECT_STAGE2; k++)); do
         base=$((k * 512))
-        printf '%-64s' "aoe-interop lba=$k nonce=$NONCE" | dd of="$img" bs=1 seek=$((base + 0x180)) conv=notrunc status=none
+        printf '%-64s' "aoe-interop lba=$k nonce=$NONCE" | dd of="$img" bs=1 seek=$((base + 0x140)) conv=notrunc status=none
         put_hex "$img" $((base + 508)) "$(printf '%02x %02x 00 00' $((k & 255)) $((k >> 8)))"
     done
     # Stage 2 (LBA 1, runs at 0000:7E00):
@@ -184,7 +184,7 @@ elif [ "$PASSM" = 1 ]; then
 elif [ "$READS" = 0 ]; then
     it_fail "[target] iPXE sent no ATA READ: it never got a usable Config/IDENTIFY answer${IPXE_ERR:+; iPXE said: $IPXE_ERR}"
 elif [ "$STAGE1" = 0 ]; then
-    it_fail "[data] boot sector marker AOEBOOT-$NONCE-STAGE1 never appeared: iPXE read from the target but did not boot our LBA 0${IPXE_ERR:+; iPXE said: $IPXE_ERR}"
+    it_fail "[data] boot sector marker AOEBOOT-$NONCE-STAGE1 never appeared: iPXE read from the target but did not boot our LBA 0${IPXE_ERR:+; iPXE said: $IPXE_ERR} (this iPXE reports a sector 0 without the 55 AA signature as an Input/output error)"
 elif [ -n "$FAILM" ]; then
     it_fail "[data] boot sector reported $FAILM"
 elif [ "$QRC" = 124 ] || [ "$QRC" = 137 ]; then

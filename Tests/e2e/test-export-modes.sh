@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Export modes: read-only refuses writes and never changes the image; --sync makes every write durable
+# (fdatasync before the reply, counted); offset/length windows map LBA 0 to the right byte; the null device.
+. "$(dirname "$0")/lib.sh"
+net_up 1500
+IMG=$WORK/disk.img
+truncate -s 16M "$IMG"
+printf 'SECTOR-TEN' | dd of="$IMG" bs=512 seek=10 conv=notrunc status=none
+sum_before=$(md5sum <"$IMG")
+
+start_target "$WORK/ro.log" -r 1 1 t0 "$IMG"
+head -c 512 /dev/urandom >"$WORK/s.bin"
+aoectl write -i i0 1.1 --lba 0 --input "$WORK/s.bin" 2>"$WORK/ro.err"; rc=$?
+check "read-only: write fails" test $rc -ne 0
+check "read-only: failure is ATA ABRT" grep -q "ABRT" "$WORK/ro.err"
+out=$(aoectl ata -i i0 1.1 --command 0x34 --lba48 --count 1 --write-file "$WORK/s.bin" --json)
+check "read-only: WRITE SECTORS EXT gets status 0x51 error 0x04" test "$(echo "$out" | jq -c '[.status,.error]')" = "[81,4]"
+check "read-only: reads work" aoectl read -i i0 1.1 --lba 10 --count 1 --output "$WORK/ten.bin"
+check "read-only: sector 10 content" grep -q SECTOR-TEN "$WORK/ten.bin"
+check "read-only: IDENTIFY says no write cache" grep -q "write cache: not supported" <(aoectl identify -i i0 1.1)
+stop_target
+check "read-only: image unchanged" test "$(md5sum <"$IMG")" = "$sum_before"
+
+# Window: offset 10 sectors, length 100: LBA 0 is sector 10 of the file, LBA 100 is out of range.
+start_target "$WORK/win.log" -o 10 -l 100 1 2 t0 "$IMG"
+check "window: size is the length" grep -qx "sectors: 100" <(aoectl identify -i i0 1.2)
+aoectl read -i i0 1.2 --lba 0 --count 1 --output "$WORK/w0.bin"
+check "window: LBA 0 is file sector 10" grep -q SECTOR-TEN "$WORK/w0.bin"
+out=$(aoectl ata -i i0 1.2 --command 0x20 --count 1 --lba 100 --read-sectors 1 --json)
+check "window: LBA 100 is IDNF" test "$(echo "$out" | jq .error)" = 16
+aoectl write -i i0 1.2 --lba 99 --input "$WORK/s.bin"
+check "window: last LBA lands at file sector 109" cmp -s "$WORK/s.bin" <(dd if="$IMG" bs=512 skip=109 count=1 status=none)
+stop_target
+
+# --sync: every write acknowledged after an fdatasync; IDENTIFY shows the write cache off and it stays off.
+start_target "$WORK/sync.log" -s 1 3 t0 "$IMG"
+check "sync: IDENTIFY shows write cache disabled" grep -q "write cache: supported, disabled" <(aoectl identify -i i0 1.3)
+out=$(aoectl ata -i i0 1.3 --command 0xEF --feature 0x02 --json)
+check "sync: SET FEATURES enable write cache is refused" test "$(echo "$out" | jq .error)" = 4
+aoectl bench -i i0 1.3 --rw randwrite --qd 8 --count 200 --region 0:4096 --json >"$WORK/sync.json"
+check "sync: 200 writes without error" test "$(jq .errors "$WORK/sync.json")" = 0
+kill -USR1 $TARGET_PID; sleep 0.3
+counters=$(grep "counters:" "$WORK/sync.log" | tail -1)
+syncs=$(grep -o 'fdatasync_calls=[0-9]*' <<<"$counters" | cut -d= -f2)
+writes=$(grep -o ' writes=[0-9]*' <<<"$counters" | cut -d= -f2)
+# Retransmitted writes run again (idempotent), so compare with the writes the target performed.
+check "sync: writes reached fdatasync, at most one per write ($syncs for $writes writes, $(jq .retransmits "$WORK/sync.json") retransmits)" \
+    test "${syncs:-0}" -ge 1 -a "${syncs:-0}" -le "${writes:-0}"
+stop_target
+
+# Null device: reads are zeros, any size.
+start_target "$WORK/null.log" 1 4 t0 null:1T
+check "null: size" grep -qx "sectors: 2147483648" <(aoectl identify -i i0 1.4)
+aoectl read -i i0 1.4 --lba 2147483000 --count 4 --output "$WORK/z.bin"
+check "null: zeros" cmp -s "$WORK/z.bin" <(head -c 2048 /dev/zero)
+stop_target
+finish
