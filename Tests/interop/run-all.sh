@@ -7,19 +7,21 @@ set -u
 dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 logs=$(mktemp -d /tmp/interop-all-XXXXXX)
 cases=(
-    "linux-mtu1500           MTU=1500 $dir/test-linux-initiator.sh"
-    "linux-mtu9000           MTU=9000 $dir/test-linux-initiator.sh"
-    "linux-negative-shift4   MTU=1500 SHIFT=4 $dir/test-linux-initiator-negative.sh"
-    "ipxe-mtu1500            MTU=1500 $dir/test-ipxe-boot.sh"
-    "ipxe-negative-shift4    MTU=1500 SHIFT=4 $dir/test-ipxe-boot-negative.sh"
+    # name                  script                            environment
+    "linux-mtu1500          test-linux-initiator.sh           MTU=1500"
+    "linux-mtu9000          test-linux-initiator.sh           MTU=9000"
+    "linux-negative-shift4  test-linux-initiator-negative.sh  MTU=1500 SHIFT=4"
+    "ipxe-mtu1500           test-ipxe-boot.sh                 MTU=1500"
+    "ipxe-negative-shift4   test-ipxe-boot-negative.sh        MTU=1500 SHIFT=4"
 )
 pass=0 fail=0 skip=0
 for c in "${cases[@]}"; do
-    read -r name cmd <<<"$c"
+    read -r name script envs <<<"$c"
     [[ $name =~ ${ONLY:-.} ]] || continue
     start=$SECONDS
     printf '%-24s ' "$name"
-    env $cmd >"$logs/$name.log" 2>&1
+    # shellcheck disable=SC2086
+    env $envs "$dir/$script" >"$logs/$name.log" 2>&1
     rc=$?
     t=$((SECONDS - start))
     case $rc in

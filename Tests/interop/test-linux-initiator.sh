@@ -152,6 +152,13 @@ it_kill_pid "$IT_TARGET_PID"    # the image is ours again
 
 # ---------------------------------------------------------------- verdict, part 2: the image file
 echo "== host checks on the image file"
+if ! grep -q '^CHECK PASS target discover' <<<"$LINES"; then
+    echo "(skipped: the guest never got the device, so it wrote nothing to look for)"
+    echo "wall time: $((SECONDS - T_START)) s (guest ${T_Q} s)"
+    echo "--- target log ---"
+    tail -n 20 "$IT_WORK/target.log" | sed 's/^/  target| /'
+    it_result
+fi
 # locate NAME LBA: where within +-64 sectors of LBA the sector tagged region=NAME lba=LBA landed
 locate() {
     local from=$(($2 > 64 ? $2 - 64 : 0)) off

@@ -1,0 +1,249 @@
+import XCTest
+import Synchronization
+@testable import AoEInitiator
+import AoETarget
+import AoEWire
+import ATACore
+import BlockDevices
+import PacketTransport
+import LinuxSystem
+
+/// Drops or duplicates frames between two embedded links, so tests can play a lossy network.
+final class FaultyWire: @unchecked Sendable {
+    let lock = ConditionLock()
+    var dropEvery = 0
+    var duplicateEvery = 0
+    var count = 0
+    var dropped = 0
+
+    func pass(_ frame: [UInt8], to link: EmbeddedLink) {
+        let (drop, dup) = lock.withLock { () -> (Bool, Bool) in
+            count += 1
+            let d = dropEvery > 0 && count % dropEvery == 0
+            if d { dropped += 1 }
+            return (d, duplicateEvery > 0 && count % duplicateEvery == 0)
+        }
+        if drop { return }
+        link.inject(frame)
+        if dup { link.inject(frame) }
+    }
+}
+
+final class StopBox: @unchecked Sendable { let flag = Atomic<Bool>(false) }
+
+final class InitiatorTests: XCTestCase {
+    var stop = StopBox()
+    var targetThread: Thread?
+    var done: XCTestExpectation?
+
+    override func tearDown() {
+        stop.flag.store(true, ordering: .relaxed)
+        if let done { wait(for: [done], timeout: 5) }
+        super.tearDown()
+    }
+
+    /// A target serving `device` and a client, wired together through `wire`.
+    func connect(_ device: any BlockDevice, wire: FaultyWire = FaultyWire(), bufferCount: Int = 64, mtu: Int = 1500) throws -> (AoEClient, TargetInfo) {
+        let targetLink = EmbeddedLink(mac: MACAddress("02:00:00:00:00:01")!, mtu: mtu)
+        let clientLink = EmbeddedLink(mac: MACAddress("02:00:00:00:00:02")!, mtu: mtu)
+        targetLink.onSend = { wire.pass($0, to: clientLink) }
+        clientLink.onSend = { wire.pass($0, to: targetLink) }
+        var configuration = TargetConfiguration(address: ShelfSlot(shelf: 1, slot: 1))
+        configuration.bufferCount = bufferCount
+        let target = Target(configuration: configuration, device: device, link: targetLink, log: TargetLog(minimum: .error) { _ in })
+        let stop = self.stop
+        let done = expectation(description: "target stopped")
+        self.done = done
+        targetThread = Thread {
+            target.run(until: stop.flag)
+            done.fulfill()
+        }
+        targetThread!.start()
+        let client = AoEClient(link: clientLink)
+        return (client, try client.find(ShelfSlot(shelf: 1, slot: 1)))
+    }
+
+    func bench(_ client: AoEClient, _ info: TargetInfo, _ configure: (inout BenchOptions) -> Void, qd: Int = 8) throws -> (BenchWorkload.Report, BlockIOEngine) {
+        var options = BenchOptions()
+        options.duration = nil
+        options.regionSectors = 2048
+        configure(&options)
+        let workload = BenchWorkload(options: options, queueDepth: qd)
+        let engine = BlockIOEngine(link: client.link, target: info, queueDepth: qd)
+        try engine.run(workload)
+        return (workload.report, engine)
+    }
+
+    func testDiscoveryLearnsBufferCountAndSectorsPerFrame() throws {
+        let (_, info) = try connect(MemoryDevice(sectors: 4096), bufferCount: 16, mtu: 9000)
+        XCTAssertEqual(info.bufferCount, 16)
+        XCTAssertEqual(info.sectorsPerFrame, 17)
+        XCTAssertEqual(info.mac, MACAddress("02:00:00:00:00:01"))
+    }
+
+    func testTransferSplitsAtSectorsPerFrameBoundary() throws {
+        let device = MemoryDevice(sectors: 4096)
+        let (client, info) = try connect(device)
+        XCTAssertEqual(info.sectorsPerFrame, 2)
+        // 7 sectors from LBA 3: frames of 2, 2, 2 and 1 sectors.
+        var data = [UInt8](repeating: 0, count: 7 * 512)
+        for i in data.indices { data[i] = UInt8(truncatingIfNeeded: i * 7 + i / 512) }
+        try data.withUnsafeMutableBytes { try client.transfer(info, lba: 3, sectors: 7, isWrite: true, buffer: $0.baseAddress!) }
+        XCTAssertEqual(device.contents(lba: 3, count: 7), data)
+        XCTAssertEqual(device.contents(lba: 10, count: 1), [UInt8](repeating: 0, count: 512), "nothing beyond the transfer")
+        var back = [UInt8](repeating: 0, count: 7 * 512)
+        try back.withUnsafeMutableBytes { try client.transfer(info, lba: 3, sectors: 7, isWrite: false, buffer: $0.baseAddress!) }
+        XCTAssertEqual(back, data)
+    }
+
+    func testSequentialWriteVerifyReadsBackEveryBlock() throws {
+        let (client, info) = try connect(MemoryDevice(sectors: 4096))
+        let (report, _) = try bench(client, info) {
+            $0.mode = .write
+            $0.blockSectors = 16
+            $0.count = 128
+            $0.verify = true
+        }
+        XCTAssertEqual(report.verifyMismatches, 0)
+        XCTAssertEqual(report.verifiedBlocks, 128)
+        XCTAssertEqual(report.errors, 0)
+    }
+
+    func testRandomReadWriteVerifySurvivesLossAndDuplicates() throws {
+        let wire = FaultyWire()
+        wire.dropEvery = 13
+        wire.duplicateEvery = 7
+        let (client, info) = try connect(MemoryDevice(sectors: 4096), wire: wire)
+        let (report, engine) = try bench(client, info) {
+            $0.mode = .randrw
+            $0.count = 400
+            $0.verify = true
+        }
+        XCTAssertEqual(report.verifyMismatches, 0)
+        XCTAssertEqual(report.errors, 0)
+        XCTAssertGreaterThan(report.verifiedBlocks, 0)
+        XCTAssertGreaterThan(engine.retransmits, 0)
+        XCTAssertGreaterThan(wire.dropped, 0)
+    }
+
+    func testVerifyDetectsShiftedData() throws {
+        // Write the pattern through one target, then read it through a target whose device is shifted.
+        let device = MemoryDevice(sectors: 4096)
+        do {
+            let (client, info) = try connect(device)
+            let (report, _) = try bench(client, info) { $0.mode = .write; $0.count = 256; $0.verify = true }
+            XCTAssertEqual(report.verifyMismatches, 0)
+            stop.flag.store(true, ordering: .relaxed)
+            wait(for: [done!], timeout: 5)
+        }
+        stop = StopBox()
+        let shifted = ShiftedDevice(inner: device, shift: 3)
+        let (client, info) = try connect(shifted)
+        let (report, _) = try bench(client, info) { $0.mode = .read; $0.count = 64; $0.verifyExisting = true; $0.regionSectors = 2000 }
+        XCTAssertGreaterThan(report.verifyMismatches, 0)
+    }
+
+    func testAoEErrorAndATAErrorAreReportedNotRetried() throws {
+        let (client, info) = try connect(MemoryDevice(sectors: 64))
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        XCTAssertThrowsError(try buffer.withUnsafeMutableBytes { try client.transfer(info, lba: 63, sectors: 2, isWrite: false, buffer: $0.baseAddress!) }) { error in
+            guard case .ataFailed(let status, let err, _) = error as? ClientError else { return XCTFail("\(error)") }
+            XCTAssertEqual(status, 0x51)
+            XCTAssertEqual(err, 0x10)
+        }
+        XCTAssertThrowsError(try client.request(info, command: AoECommand(rawValue: 77), arg: [])) { error in
+            XCTAssertEqual(error as? ClientError, .aoe(.unrecognizedCommand, target: "e1.1"))
+        }
+    }
+}
+
+/// Serves `inner` shifted by `shift` sectors: a deliberately wrong target.
+final class ShiftedDevice: BlockDevice, @unchecked Sendable {
+    let inner: MemoryDevice
+    let shift: UInt64
+    init(inner: MemoryDevice, shift: UInt64) { self.inner = inner; self.shift = shift }
+    var sectorCount: UInt64 { inner.sectorCount - shift }
+    var capabilities: DeviceCapabilities { inner.capabilities }
+    var name: String { "shifted" }
+    var identity: String { "shifted" }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.read(into: buffer, at: lba + shift) }
+    func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.write(from: buffer, at: lba + shift) }
+    func flush() throws(DeviceError) {}
+}
+
+final class TagTableTests: XCTestCase {
+    func testTagsHaveBit31AndAFreshTagPerResend() {
+        var table = TagTable(capacity: 4, maxWindow: 4, initialRTT: 0.01, maxAttempts: 3, deadline: 10)
+        let (slot, tag) = table.send(now: 0)
+        XCTAssertNotEqual(tag & 0x8000_0000, 0)
+        var actions: [TagTable.TimerAction] = []
+        table.tick(now: 1, into: &actions)
+        guard case .resend(let s, let newTag) = actions.first else { return XCTFail("\(actions)") }
+        XCTAssertEqual(s, slot)
+        XCTAssertNotEqual(newTag, tag)
+        XCTAssertEqual(table.retransmits, 1)
+        // The answer to the old tag is late: ignored, counted.
+        XCTAssertEqual(table.response(tag: tag, now: 1.01), .late)
+        XCTAssertEqual(table.lateResponses, 1)
+        guard case .complete(let done, _) = table.response(tag: newTag, now: 1.02) else { return XCTFail() }
+        XCTAssertEqual(done, slot)
+        // A duplicate of the answer that completed is late too.
+        XCTAssertEqual(table.response(tag: newTag, now: 1.03), .late)
+        XCTAssertEqual(table.response(tag: 0x1234, now: 1.03), .unknown, "bit 31 clear: a kernel initiator's tag")
+    }
+
+    func testTimeoutHalvesWindowAndAnswersGrowIt() {
+        var table = TagTable(capacity: 16, maxWindow: 8, initialRTT: 0.01)
+        var tags: [UInt32] = []
+        while table.canSend { tags.append(table.send(now: 0).tag) }
+        XCTAssertEqual(tags.count, 8)
+        var actions: [TagTable.TimerAction] = []
+        table.tick(now: 5, into: &actions)
+        XCTAssertEqual(table.window, 4)
+        XCTAssertEqual(actions.count, 8)
+    }
+
+    func testGivesUpAfterMaxAttempts() {
+        var table = TagTable(capacity: 2, maxWindow: 2, initialRTT: 0.01, maxAttempts: 2, deadline: 100)
+        let (slot, _) = table.send(now: 0)
+        var actions: [TagTable.TimerAction] = []
+        table.tick(now: 1, into: &actions)
+        table.tick(now: 10, into: &actions)
+        XCTAssertEqual(actions.last, .fail(slot: slot))
+        XCTAssertEqual(table.inFlight, 0)
+    }
+
+    func testRTTEstimateFollowsSamples() {
+        var table = TagTable(capacity: 2, maxWindow: 2, initialRTT: 0.1)
+        for i in 0..<50 {
+            let now = Double(i)
+            let (_, tag) = table.send(now: now)
+            _ = table.response(tag: tag, now: now + 0.001)
+        }
+        XCTAssertLessThan(table.smoothedRTT, 0.01)
+        XCTAssertEqual(table.retransmitTimeout, table.minimumRTO, accuracy: 0.01)
+    }
+}
+
+final class VerifyPatternTests: XCTestCase {
+    func testDetectsSingleFlippedByteAnywhere() {
+        var sector = [UInt8](repeating: 0, count: 512)
+        sector.withUnsafeMutableBytes { VerifyPattern.fill($0.baseAddress!, lba: 77, generation: 3, seed: 5) }
+        XCTAssertNil(sector.withUnsafeBytes { VerifyPattern.check($0.baseAddress!, lba: 77, generation: 3, seed: 5) })
+        for offset in [0, 9, 100, 300, 507, 511] {
+            var bad = sector
+            bad[offset] ^= 0x01
+            XCTAssertNotNil(bad.withUnsafeBytes { VerifyPattern.check($0.baseAddress!, lba: 77, generation: 3, seed: 5) }, "byte \(offset)")
+        }
+    }
+
+    func testNamesMisplacedAndStaleSectors() {
+        var sector = [UInt8](repeating: 0, count: 512)
+        sector.withUnsafeMutableBytes { VerifyPattern.fill($0.baseAddress!, lba: 80, generation: 3, seed: 5) }
+        XCTAssertEqual(sector.withUnsafeBytes { VerifyPattern.check($0.baseAddress!, lba: 77, generation: 3, seed: 5) }, .wrongLBA(lba: 77, found: 80))
+        XCTAssertEqual(sector.withUnsafeBytes { VerifyPattern.check($0.baseAddress!, lba: 80, generation: 4, seed: 5) }, .wrongGeneration(lba: 80, expected: 4, found: 3))
+        XCTAssertNil(sector.withUnsafeBytes { VerifyPattern.check($0.baseAddress!, lba: 80, generation: nil, seed: 5) })
+        let zeros = [UInt8](repeating: 0, count: 512)
+        XCTAssertEqual(zeros.withUnsafeBytes { VerifyPattern.check($0.baseAddress!, lba: 1, generation: nil, seed: 5) }, .checksum(lba: 1))
+    }
+}
