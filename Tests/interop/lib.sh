@@ -95,7 +95,7 @@ it_run_negative() {
     shift
     log=$(mktemp /tmp/interop-negative-XXXXXX.log)
     it_on_exit "rm -f $log"
-    IT_KEEP_ON_FAIL=0 "$inner" 2>&1 | tee "$log" | sed -u 's/^/  inner| /'
+    IT_KEEP_ON_FAIL=0 bash "$inner" 2>&1 | tee "$log" | sed -u 's/^/  inner| /'
     rc=${PIPESTATUS[0]}
     echo "== negative verdict (inner exit status $rc)"
     [ "$rc" = 77 ] && it_skip "inner test skipped: $(grep -m1 '^SKIP:' "$log")"

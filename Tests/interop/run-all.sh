@@ -9,7 +9,7 @@ logs=$(mktemp -d /tmp/interop-all-XXXXXX)
 cases=(
     # name                  script                            environment
     "linux-mtu1500          test-linux-initiator.sh           MTU=1500"
-    "linux-mtu9000          test-linux-initiator.sh           MTU=9000"
+    "linux-mtu9000          test-linux-initiator-mtu9000.sh   MTU=9000"
     "linux-negative-shift4  test-linux-initiator-negative.sh  MTU=1500 SHIFT=4"
     "ipxe-mtu1500           test-ipxe-boot.sh                 MTU=1500"
     "ipxe-negative-shift4   test-ipxe-boot-negative.sh        MTU=1500 SHIFT=4"
