@@ -37,7 +37,8 @@ public struct TagTable: Sendable {
     // Retransmit policy (Jacobson/Karels, as aoecmd.c rto()): RTO = srtt + 4 x rttvar, bounded.
     public private(set) var smoothedRTT: Double
     public private(set) var rttVariance: Double
-    public var minimumRTO = 0.005
+    /// Below this a busy target's ordinary jitter (milliseconds at high queue depth) would trigger spurious resends.
+    public var minimumRTO = 0.025
     public var maximumRTO = 2.0
     public var maxAttempts: Int
     /// Give up on a request this long after its first send, whatever the attempts.
