@@ -27,7 +27,7 @@ let package = Package(
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
         .executableTarget(name: "aoe-target", dependencies: [
-            "AoETarget", "BlockDevices", "PacketTransport", "LinuxSystem",
+            "AoETarget", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "aoectl", dependencies: [

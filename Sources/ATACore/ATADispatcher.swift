@@ -33,9 +33,17 @@ public enum ATAOperation: Hashable, Sendable {
     case reply(ATAReply)
     /// The request is malformed at the AoE level: reply with the E flag and this code.
     case aoeError(AoEError)
+    /// Run the command on the drive as sent (SG_IO pass-through) and reply with the drive's registers.
+    case passThrough(PassThroughCommand)
 
     /// Whether the operation changes the media (and so must be ordered against overlapping requests).
-    public var writesMedia: Bool { if case .write = self { true } else { false } }
+    public var writesMedia: Bool {
+        switch self {
+        case .write: true
+        case .passThrough(let command): command.writesMedia
+        default: false
+        }
+    }
 }
 
 /// The registers of an ATA reply and how many data bytes follow the header.

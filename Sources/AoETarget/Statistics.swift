@@ -10,6 +10,7 @@ public final class TargetStatistics: @unchecked Sendable {
         case aoeErrorsSent, ataErrors, ataOutOfRange, ataAborted
         case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
         case sendErrors, receiveErrors, mtuChanges, fdatasyncs
+        case passThroughCommands, passThroughRefused
 
         public var name: String {
             switch self {
@@ -37,6 +38,8 @@ public final class TargetStatistics: @unchecked Sendable {
             case .receiveErrors: "receive_errors"
             case .mtuChanges: "mtu_changes"
             case .fdatasyncs: "fdatasync_calls"
+            case .passThroughCommands: "passthrough_commands"
+            case .passThroughRefused: "passthrough_refused"
             }
         }
     }

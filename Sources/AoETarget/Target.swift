@@ -21,6 +21,8 @@ public final class Target: @unchecked Sendable {
     private let pool: FramePool
     private let batch: Int
     private let groupCommit: GroupCommit
+    /// Set when every ATA command goes to a real drive as sent.
+    private let passThrough: (device: any ATAPassThroughDevice, policy: PassThroughPolicy)?
 
     // Guarded by `lock`.
     private let lock = ConditionLock()
@@ -46,7 +48,10 @@ public final class Target: @unchecked Sendable {
         var durable: Bool
     }
 
-    public init(configuration: TargetConfiguration, device: any BlockDevice, link: any FrameLink, log: TargetLog) {
+    /// - Parameter passThroughPolicy: with an `ATAPassThroughDevice`, send every ATA command to the drive as
+    ///   the initiator sent it, filtered by this policy.
+    public init(configuration: TargetConfiguration, device: any BlockDevice, link: any FrameLink, log: TargetLog,
+                passThroughPolicy: PassThroughPolicy? = nil) {
         precondition(TargetConfiguration.bufferCountRange.contains(configuration.bufferCount))
         precondition(configuration.address.isValidTargetAddress)
         self.configuration = configuration
@@ -63,6 +68,12 @@ public final class Target: @unchecked Sendable {
         configString = ConfigStringState(configuration.configString)
         writeCacheEnabled = !configuration.durableWrites
         groupCommit = GroupCommit(device: device)
+        if let passThroughPolicy, let drive = device as? any ATAPassThroughDevice {
+            passThrough = (drive, passThroughPolicy)
+        } else {
+            precondition(passThroughPolicy == nil, "pass-through needs a device that supports it")
+            passThrough = nil
+        }
         identifyBase = IdentifyParameters(
             sectors: device.sectorCount, model: configuration.model,
             serial: configuration.serial ?? Self.serial(for: device.identity),
@@ -331,7 +342,23 @@ public final class Target: @unchecked Sendable {
         let reserved = lock.withLock { !access.reservationAdmits(header.source, isIdentify: isIdentify) }
         if reserved { return replyError(&frame, header, .targetReserved) }
 
-        let operation = ATADispatcher.plan(request, payloadLength: frame.length - AoELayout.ataHeaderSize, capabilities: capabilities)
+        let payloadLength = frame.length - AoELayout.ataHeaderSize
+        if let passThrough {
+            switch passThrough.policy.decide(request, writeFlag: ata.flags.contains(.write), payloadLength: payloadLength, maxSectors: maxSectors) {
+            case .refuse(let reason):
+                statistics.add(.passThroughRefused)
+                log.frame(.warning, "refused for \(header.source): \(reason); replying ABRT")
+                finishATA(&frame, header, ata, .aborted(request), dataBytes: 0)
+                return .reply
+            case .aoeError(let error):
+                return replyError(&frame, header, error)
+            case .send(let command):
+                let range = command.range ?? (0, device.sectorCount)
+                // Commands without a range (IDENTIFY, SMART, FLUSH, ...) are ordered against everything.
+                return enqueue(frame, header, ata, .passThrough(command), slot: slot, range: range, barrier: command.range == nil)
+            }
+        }
+        let operation = ATADispatcher.plan(request, payloadLength: payloadLength, capabilities: capabilities)
         switch operation {
         case .aoeError(let error):
             return replyError(&frame, header, error)
@@ -358,6 +385,8 @@ public final class Target: @unchecked Sendable {
             return enqueue(frame, header, ata, operation, slot: slot, range: (lba, UInt64(count)))
         case .flush:
             return enqueue(frame, header, ata, operation, slot: slot, range: (0, device.sectorCount))
+        case .passThrough:
+            preconditionFailure("the dispatcher never plans pass-through")
         }
     }
 
@@ -380,7 +409,7 @@ public final class Target: @unchecked Sendable {
     }
 
     private func enqueue(_ frame: Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation,
-                         slot: Int, range: (UInt64, UInt64)) -> Disposition {
+                         slot: Int, range: (UInt64, UInt64), barrier: Bool = false) -> Disposition {
         lock.lock()
         // Buffer Count is a promise: beyond it, requests are dropped (AoEr11 3.2) and the initiator resends.
         guard inFlight < configuration.bufferCount else {
@@ -391,7 +420,7 @@ public final class Target: @unchecked Sendable {
         inFlight += 1
         let durable = operation.writesMedia && !writeCacheEnabled
         pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)
-        if scheduler.admit(id: slot, start: range.0, count: range.1, writes: operation.writesMedia) {
+        if scheduler.admit(id: slot, start: range.0, count: range.1, writes: operation.writesMedia || barrier) {
             readyQueue.append(slot)
             lock.signal()
         }
@@ -474,6 +503,16 @@ public final class Target: @unchecked Sendable {
             case .flush:
                 try device.flush()
                 statistics.add(.flushes)
+            case .passThrough(let command):
+                let bytes = command.sectors * AoELayout.sectorSize
+                let result = passThrough!.device.passThrough(command, data: request.frame.payload(count: bytes))
+                statistics.add(.passThroughCommands)
+                if let failure = result.failure {
+                    statistics.add(.deviceErrors)
+                    log.frame(.error, "\(command.taskFile.command) for \(request.header.source) tag \(request.header.tag): \(failure); replying ABRT")
+                }
+                finishATA(&request.frame, request.header, request.ata, result.registers, dataBytes: result.dataArrived ? bytes : 0)
+                return
             default:
                 preconditionFailure("\(request.operation) is answered on the receive thread")
             }

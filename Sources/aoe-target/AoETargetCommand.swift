@@ -1,6 +1,7 @@
 import ArgumentParser
 import Glibc
 import AoEWire
+import ATACore
 import AoETarget
 import BlockDevices
 import LinuxSystem
@@ -79,6 +80,15 @@ struct AoETargetCommand: ParsableCommand {
     @Option(help: "Threads doing device I/O.")
     var workers: Int = 4
 
+    @Flag(help: "FILE is a real ATA drive (/dev/sdX or /dev/sgN): send every ATA command to it through SG_IO (SAT ATA PASS-THROUGH) and return the drive's own registers. Commands outside the allowlist get ABRT.")
+    var passthrough = false
+
+    @Option(name: .customLong("allow-ata"), help: "With --passthrough: also let these opcodes through (comma-separated, e.g. 0x92,0xF4). Their direction comes from the AoE W flag and the frame's data.")
+    var allowATA: String?
+
+    @Flag(name: .customLong("allow-all-ata"), help: "With --passthrough: let every opcode through, including ones that can destroy data or brick the drive.")
+    var allowAllATA = false
+
     @Option(help: "Write every frame received and sent to this pcap file (open it with tshark or wireshark).")
     var pcap: String?
 
@@ -95,6 +105,20 @@ struct AoETargetCommand: ParsableCommand {
         if let length, length == 0 { throw ValidationError("length must be at least 1 sector") }
         if model.utf8.count > 40 { throw ValidationError("model is longer than 40 characters") }
         if let serial, serial.utf8.count > 20 { throw ValidationError("serial is longer than 20 characters") }
+        if passthrough && (direct || sync || offset != 0 || length != nil || file.hasPrefix("null:")) {
+            throw ValidationError("--passthrough serves a whole drive as it is: --direct, --sync, --offset, --length and null: do not apply")
+        }
+        if !passthrough && (allowATA != nil || allowAllATA) { throw ValidationError("--allow-ata and --allow-all-ata need --passthrough") }
+        if let allowATA { _ = try parseOpcodes(allowATA) }
+    }
+
+    func parseOpcodes(_ list: String) throws -> Set<UInt8> {
+        Set(try list.split(separator: ",").map { item in
+            let text = item.lowercased()
+            let value = text.hasPrefix("0x") ? UInt8(text.dropFirst(2), radix: 16) : UInt8(text)
+            guard let value else { throw ValidationError("'\(item)' is not an ATA opcode (0-255 or 0x00-0xFF)") }
+            return value
+        })
     }
 
     func parseMACs(_ list: String) throws -> [MACAddress] {
@@ -112,6 +136,9 @@ struct AoETargetCommand: ParsableCommand {
     }
 
     func openDevice() throws -> any BlockDevice {
+        if passthrough {
+            do { return try SGIODevice(path: file, readOnly: readOnly) } catch { throw fail(error.description) }
+        }
         if file.hasPrefix("null:") {
             guard let bytes = parseSize(String(file.dropFirst(5))), bytes >= 512 else {
                 throw fail("\(file): give the null device a size, e.g. null:1G")
@@ -157,7 +184,9 @@ struct AoETargetCommand: ParsableCommand {
                                       filter: { [address = configuration.address] mac in PacketFilter.targetProgram(mac: mac, address: address) },
                                       pcap: recorder)
         } catch { throw fail(error.description) }
-        let target = Target(configuration: configuration, device: device, link: socket, log: log)
+        let policy = passthrough ? PassThroughPolicy(allowedOpcodes: try allowATA.map(parseOpcodes) ?? [], allowAll: allowAllATA, readOnly: readOnly) : nil
+        if allowAllATA { log.log(.warning, "--allow-all-ata: every ATA command reaches \(file), including ones that erase it or replace its firmware") }
+        let target = Target(configuration: configuration, device: device, link: socket, log: log, passThroughPolicy: policy)
         log.log(.info, "serving \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(sync ? ", durable writes" : "")) as e\(configuration.address) on \(netif) (\(socket.macAddress), MTU \(socket.currentMTU()), \(target.configuration.bufferCount) buffers)")
 
         let control = SignalControl(signals: signals, target: target, log: log)
