@@ -1,4 +1,5 @@
 import Synchronization
+import LinuxSystem
 
 /// Counters by reason, shared by the receive thread and the workers (relaxed atomics: they are reports,
 /// not synchronisation).
@@ -69,6 +70,8 @@ public final class TargetStatistics: @unchecked Sendable {
 
     /// One line, `name=value` pairs, zero counters left out.
     public var summary: String {
-        Counter.allCases.compactMap { self[$0] == 0 ? nil : "\($0.name)=\(self[$0])" }.joined(separator: " ")
+        // fdatasync is counted where it is called, in the syscall layer.
+        set(.fdatasyncs, Syscall.fdatasyncCalls.load(ordering: .relaxed))
+        return Counter.allCases.compactMap { self[$0] == 0 ? nil : "\($0.name)=\(self[$0])" }.joined(separator: " ")
     }
 }

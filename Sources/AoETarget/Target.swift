@@ -203,18 +203,15 @@ public final class Target: @unchecked Sendable {
 
     /// One unsolicited Config reply to the broadcast address, so initiators that are already up find us.
     public func announce() {
-        var frame = pool.frame(lock.withLock { freeSlots.removeLast() })
+        let slot = lock.withLock { freeSlots.removeLast() }
+        var frame = pool.frame(slot)
         let header = AoEHeader(destination: .broadcast, source: link.macAddress, flags: .response,
                                address: configuration.address, command: .queryConfig, tag: Tag(rawValue: 0))
         header.write(to: frame.buffer)
         frame.length = configReply(command: .read).write(to: frame.buffer)
         frame.padToMinimum()
         sendOne(frame)
-        lock.withLock { freeSlots.append(poolIndex(of: frame)) }
-    }
-
-    private func poolIndex(of frame: Frame) -> Int {
-        (0..<pool.slotCount).first { pool.frame($0).base == frame.base }!
+        lock.withLock { freeSlots.append(slot) }
     }
 
     // MARK: - Per-frame handling (receive thread)
@@ -522,7 +519,6 @@ public final class Target: @unchecked Sendable {
             statistics.add(.deviceErrors)
             log.frame(.error, "\(request.operation) for \(request.header.source) tag \(request.header.tag) failed: \(error); replying ABRT")
         }
-        statistics.set(.fdatasyncs, Syscall.fdatasyncCalls.load(ordering: .relaxed))
         finishATA(&request.frame, request.header, request.ata, ATADispatcher.reply(to: task, succeeded: succeeded), dataBytes: dataBytes)
     }
 
@@ -538,6 +534,5 @@ public final class Target: @unchecked Sendable {
         if device.capabilities.writable {
             do { try device.flush() } catch { log.log(.error, "final flush of \(device.name) failed: \(error)") }
         }
-        statistics.set(.fdatasyncs, Syscall.fdatasyncCalls.load(ordering: .relaxed))
     }
 }
