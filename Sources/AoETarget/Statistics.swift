@@ -71,7 +71,7 @@ public final class TargetStatistics: @unchecked Sendable {
     /// One line, `name=value` pairs, zero counters left out.
     public var summary: String {
         // fdatasync is counted where it is called, in the syscall layer.
-        set(.fdatasyncs, Syscall.fdatasyncCalls.load(ordering: .relaxed))
+        self.set(.fdatasyncs, Syscall.fdatasyncCalls.load(ordering: .relaxed))
         return Counter.allCases.compactMap { self[$0] == 0 ? nil : "\($0.name)=\(self[$0])" }.joined(separator: " ")
     }
 }
