@@ -115,7 +115,11 @@ public final class BenchWorkload: BlockIOSource {
             readbackNext += 1
             isWrite = false
         case .warmup, .measure:
-            if phase == .measure, let count = options.count, issuedInMeasure >= count { return nil }
+            if phase == .measure {
+                // Once the phase is over, start nothing new: it ends when what is in flight has completed.
+                if let count = options.count, issuedInMeasure >= count { return nil }
+                if let duration = options.duration, now - measureStarted >= duration { return nil }
+            }
             switch options.mode {
             case .randread: isWrite = false
             case .randwrite, .write: isWrite = true

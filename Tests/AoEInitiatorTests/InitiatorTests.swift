@@ -247,3 +247,25 @@ final class VerifyPatternTests: XCTestCase {
         XCTAssertEqual(zeros.withUnsafeBytes { VerifyPattern.check($0.baseAddress!, lba: 1, generation: nil, seed: 5) }, .checksum(lba: 1))
     }
 }
+
+final class BenchWorkloadTests: XCTestCase {
+    func testTimedRunStopsIssuingWhenTimeIsUp() {
+        var options = BenchOptions()
+        options.duration = 1
+        options.regionSectors = 8 * 1024
+        let workload = BenchWorkload(options: options, queueDepth: 4)
+        var inFlight: [BlockIO] = []
+        // Fill the queue, then keep completing and refilling past the end of the measured phase.
+        var now = 0.0
+        while let io = workload.nextIO(now: now) { inFlight.append(io) }
+        XCTAssertEqual(inFlight.count, 4)
+        now = 2
+        let io = inFlight.removeFirst()
+        workload.completed(io, error: nil, latencyNanoseconds: 1000)
+        XCTAssertNil(workload.nextIO(now: now), "time is up: nothing new starts")
+        for io in inFlight { workload.completed(io, error: nil, latencyNanoseconds: 1000) }
+        XCTAssertNil(workload.nextIO(now: now))
+        XCTAssertTrue(workload.isFinished)
+        XCTAssertEqual(workload.report.ios, 4)
+    }
+}

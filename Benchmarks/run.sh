@@ -1,0 +1,329 @@
+#!/usr/bin/env bash
+# Benchmarks/run.sh: aoe-target against vblade and a null device, over a veth pair in a private network
+# namespace, with aoectl and the reference C client Benchmarks/aoe-load.c. Not part of the test suite.
+#
+#   sudo Benchmarks/run.sh [--quick] [--duration S] [--rounds N] [--mtu "1500 9000"] [--keep]
+#
+# Builds release binaries and the C client, creates namespace aoe-bench-PID with veth pair bt (target end) /
+# bi (initiator end), runs every (target, workload, client) in interleaved rounds (round 1: A B C ..., round
+# 2: A B C ...), and prints one table. Everything it starts is killed by PID on exit; the namespace, images
+# and the scratch folder (/tmp/bench-XXXXXX, kept with --keep) are removed. Frames never leave the namespace.
+# See Benchmarks/README.md for what each row means.
+set -uo pipefail
+
+QUICK=0 DURATION= ROUNDS=2 MTUS= KEEP=0
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --duration) DURATION=${2:?--duration needs seconds}; shift ;;
+        --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
+        --mtu) MTUS=${2:?--mtu needs a list like \"1500 9000\"}; shift ;;
+        --keep) KEEP=1 ;;
+        -h|--help) usage 0 ;;
+        *) echo "run.sh: unknown option $1" >&2; usage 2 ;;
+    esac
+    shift
+done
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --rounds must be a positive integer" >&2; exit 2; }
+[ "$(id -u)" -eq 0 ] || { echo "run.sh: run as root (network namespace, raw sockets): sudo $0 $*" >&2; exit 1; }
+
+if [ "$QUICK" = 1 ]; then
+    : "${DURATION:=2}" "${MTUS:=1500}"; IMG_MB=256
+    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk-sync null"
+    WORKLOADS="4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
+else
+    : "${DURATION:=5}" "${MTUS:=1500 9000}"; IMG_MB=1024
+    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk-sync vblade/disk-sync null"
+    WORKLOADS="4k-randread-qd1 4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
+fi
+[[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 ]] || { echo "run.sh: --duration must be whole seconds >= 1" >&2; exit 2; }
+SECTORS=$((IMG_MB * 2048))       # every target, null included, is exercised over the same region 0:SECTORS
+C_CLIENT_TARGETS="null vblade/tmpfs"
+
+cd "$(dirname "$0")/.."
+REPO=$PWD
+W=$(mktemp -d /tmp/bench-XXXXXX)
+NS=aoe-bench-$$
+TI=bt II=bi
+SHM_IMG=/dev/shm/aoe-bench-$$.img
+DISK_IMG=/var/tmp/aoe-bench-$$.img
+RESULTS=$W/results.tsv
+TIMEOUT_PID= TARGET_PID=
+T_START=$(date +%s)
+log() { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
+
+stop_target() {
+    local tp=$TARGET_PID wp=$TIMEOUT_PID
+    TARGET_PID= TIMEOUT_PID=
+    [ -n "$tp" ] && kill -TERM "$tp" 2>/dev/null
+    if [ -n "$wp" ]; then
+        for _ in $(seq 50); do kill -0 "$wp" 2>/dev/null || break; sleep 0.2; done
+        kill -0 "$wp" 2>/dev/null && { [ -n "$tp" ] && kill -KILL "$tp" 2>/dev/null; kill -KILL "$wp" 2>/dev/null; }
+        wait "$wp" 2>/dev/null
+    fi
+    return 0
+}
+cleanup() {
+    stop_target
+    ip netns del "$NS" 2>/dev/null
+    rm -f "$SHM_IMG" "$DISK_IMG"
+    if [ "$KEEP" = 1 ]; then log "results and logs kept in $W"; else rm -rf "$W"; fi
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# ---------------------------------------------------------------- prerequisites and build
+need=()
+command -v fio >/dev/null || need+=(fio)
+command -v vblade >/dev/null || need+=(vblade)
+command -v jq >/dev/null || need+=(jq)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; } ||
+        { echo "run.sh: could not install ${need[*]}" >&2; exit 1; }
+fi
+log "building release binaries (swift build -c release) and aoe-load"
+swift build -c release >"$W/build.log" 2>&1 || { tail -30 "$W/build.log" >&2; echo "run.sh: swift build failed" >&2; exit 1; }
+BIN=$(swift build -c release --show-bin-path)
+gcc -O2 -Wall -o "$W/aoe-load" "$REPO/Benchmarks/aoe-load.c" || exit 1
+AOECTL=$BIN/aoectl AOETARGET=$BIN/aoe-target LOAD=$W/aoe-load VBLADE=$(command -v vblade)
+CLK_TCK=$(getconf CLK_TCK)
+
+# ---------------------------------------------------------------- images and namespace
+log "writing ${IMG_MB} MiB images: $SHM_IMG (tmpfs) and $DISK_IMG (real disk, O_DIRECT)"
+head -c $((IMG_MB << 20)) /dev/urandom >"$SHM_IMG" || exit 1   # real data: no holes, nothing sparse
+dd if="$SHM_IMG" of="$DISK_IMG" bs=1M oflag=direct conv=fsync status=none ||
+    { echo "run.sh: cannot write $DISK_IMG with O_DIRECT" >&2; exit 1; }
+
+ip netns add "$NS" || exit 1
+ip -n "$NS" link add "$TI" type veth peer name "$II" || exit 1
+ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 2>/dev/null
+ip netns exec "$NS" sysctl -qw net.ipv6.conf.$TI.disable_ipv6=1 net.ipv6.conf.$II.disable_ipv6=1 2>/dev/null
+ip -n "$NS" link set "$TI" up && ip -n "$NS" link set "$II" up || exit 1
+inns() { ip netns exec "$NS" "$@"; }
+
+# ---------------------------------------------------------------- targets
+target_cmd() {   # prints the command line of target $1, one word per line
+    case "$1" in
+        aoe/tmpfs)        printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" "$SHM_IMG" ;;
+        aoe/disk-direct)  printf '%s\n' "$AOETARGET" --buffers 256 --direct 1 1 "$TI" "$DISK_IMG" ;;
+        aoe/disk-sync)    printf '%s\n' "$AOETARGET" --buffers 256 --sync 1 1 "$TI" "$DISK_IMG" ;;
+        null)             printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" null:8G ;;
+        vblade/tmpfs)     printf '%s\n' "$VBLADE" -b 256 1 1 "$TI" "$SHM_IMG" ;;
+        vblade/disk)      printf '%s\n' "$VBLADE" -b 256 -d 1 1 "$TI" "$DISK_IMG" ;;
+        vblade/disk-sync) printf '%s\n' "$VBLADE" -b 256 -d -s 1 1 "$TI" "$DISK_IMG" ;;
+    esac
+}
+SPF=
+start_target() {   # $1 name, $2 log file, $3 lifetime bound in seconds
+    local -a cmd
+    mapfile -t cmd < <(target_cmd "$1")
+    ip netns exec "$NS" timeout -s TERM -k 5 "$3" "${cmd[@]}" >"$2" 2>&1 &   # ip execs timeout: same PID
+    TIMEOUT_PID=$!
+    for _ in $(seq 50); do   # the target is timeout's only child
+        TARGET_PID=$(cat /proc/$TIMEOUT_PID/task/$TIMEOUT_PID/children 2>/dev/null | awk '{print $1}')
+        [ -n "$TARGET_PID" ] && break
+        sleep 0.1
+    done
+    [ -n "$TARGET_PID" ] || { log "$1: did not start"; return 1; }
+    local info
+    for _ in $(seq 20); do
+        info=$(inns timeout 5 "$AOECTL" discover -i "$II" --timeout 0.5 --json 2>/dev/null |
+            jq -r '.targets[]? | select(.target=="1.1") | "\(.sectors_per_frame) \(.buffer_count) \(.sectors)"' 2>/dev/null)
+        [ -n "$info" ] && break
+        kill -0 "$TARGET_PID" 2>/dev/null || break
+    done
+    [ -n "$info" ] || { log "$1: no reply to discover; log:"; sed 's/^/    /' "$2" >&2; stop_target; return 1; }
+    read -r SPF _ _ <<<"$info"
+}
+cpu_ticks() {   # utime+stime of process $1 (all threads) from /proc/PID/stat
+    local line rest
+    read -r line <"/proc/$1/stat" || { echo 0; return; }
+    rest=${line##*) }
+    set -- $rest
+    echo $(( ${12} + ${13} ))
+}
+
+# ---------------------------------------------------------------- workloads and clients
+workload_args() {   # $1 workload -> "rw bs qd"
+    case "$1" in
+        4k-randread-qd1) echo "randread 4096 1" ;;
+        4k-randread-qd32) echo "randread 4096 32" ;;
+        4k-randwrite-qd32) echo "randwrite 4096 32" ;;
+        seqread-maxframe-qd32) echo "read $((SPF * 512)) 32" ;;
+    esac
+}
+# aoectl bench --duration with --qd > 1 may never end (BenchWorkload keeps issuing I/Os after the time is up and
+# only stops once nothing is in flight; see README). So runs with QD > 1 are sized with --count: the first round
+# calibrates (growing --count runs, outside the CPU window), later rounds use the previous round's rate. Every
+# run is bounded by timeout either way.
+COUNT_MODE=1 PROBED=0 DURATION_NOTE=
+declare -A RATE
+calibrate() {   # $1 key, $2 rw, $3 bs, $4 qd: IOPS of growing --count runs until one lasts 0.25 s, into RATE[key]
+    local key=$1 rw=$2 bs=$3 qd=$4 c=$(($4 * 16)) out secs
+    for _ in 1 2 3 4; do
+        out=$(inns timeout -k 2 $((DURATION * 4 + 20)) "$AOECTL" bench -i "$II" 1.1 --rw "$rw" --bs "$bs" --qd "$qd" \
+            --region "0:$SECTORS" --json --count "$c" 2>>"$W/aoectl.err") || true
+        secs=$(jq -r '.seconds // 0' <<<"$out" 2>/dev/null)
+        awk -v s="${secs:-0}" 'BEGIN { exit !(s >= 0.25) }' && break
+        c=$((c * 8))
+    done
+    RATE[$key]=$(jq -r '.iops // 0' <<<"$out" 2>/dev/null)
+}
+aoectl_bench() {   # $1 key, $2 rw, $3 bs, $4 qd; prints the JSON object or nothing
+    local key=$1 rw=$2 bs=$3 qd=$4 count
+    local base=(bench -i "$II" 1.1 --rw "$rw" --bs "$bs" --qd "$qd" --region "0:$SECTORS" --json)
+    if [ "$COUNT_MODE" = 0 ] || [ "$qd" = 1 ]; then
+        inns timeout -k 2 $((DURATION * 3 + 20)) "$AOECTL" "${base[@]}" --duration "$DURATION" 2>>"$W/aoectl.err"
+        return
+    fi
+    count=$(awk -v r="${RATE[$key]:-0}" -v d="$DURATION" -v q="$qd" 'BEGIN { n = int(r * d); if (n < q * 8) n = q * 8; print n }')
+    inns timeout -k 2 $((DURATION * 4 + 20)) "$AOECTL" "${base[@]}" --count "$count" 2>>"$W/aoectl.err"
+}
+
+run_one() {   # $1 mtu, $2 round, $3 target, $4 workload, $5 client
+    local mtu=$1 round=$2 target=$3 wl=$4 client=$5 rw bs qd out rc t0 t1 fields
+    read -r rw bs qd <<<"$(workload_args "$wl")"
+    if [ "$client" = aoectl ] && [ "$COUNT_MODE" = 1 ] && [ "$qd" != 1 ] && [ -z "${RATE[$mtu/$target/$wl]:-}" ]; then
+        calibrate "$mtu/$target/$wl" "$rw" "$bs" "$qd"   # outside the CPU window
+    fi
+    t0=$(cpu_ticks "$TARGET_PID")
+    if [ "$client" = aoectl ]; then
+        out=$(aoectl_bench "$mtu/$target/$wl" "$rw" "$bs" "$qd"); rc=$?
+        fields=$(jq -r '[.iops, .mbps, .latency_us.p50, .latency_us.p99, .retransmits, .errors, .ios] | @tsv' <<<"$out" 2>/dev/null)
+    else
+        out=$(inns timeout -k 2 $((DURATION + 20)) "$LOAD" -i "$II" 1.1 --rw "$rw" --bs "$bs" --qd "$qd" \
+            --seconds "$DURATION" --region "0:$SECTORS" 2>>"$W/aoe-load.err"); rc=$?
+        fields=$(jq -r '[.iops, .mbps, .p50_us, .p99_us, .retransmits, .errors, .ios] | @tsv' <<<"$out" 2>/dev/null)
+    fi
+    t1=$(cpu_ticks "$TARGET_PID")
+    if [ -z "$fields" ]; then
+        log "  $target $wl $client: FAILED (exit $rc)"
+        printf '%s\t%s\t%s\t%s\t%s\tfail\n' "$mtu" "$target" "$wl" "$client" "$round" >>"$RESULTS"
+        return
+    fi
+    local iops mbps p50 p99 retx errs ios cpu
+    IFS=$'\t' read -r iops mbps p50 p99 retx errs ios <<<"$fields"
+    [ "$client" = aoectl ] && [ "$COUNT_MODE" = 1 ] && RATE[$mtu/$target/$wl]=$iops
+    cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$ios" 'BEGIN { if (n > 0) printf "%.2f", d * 1e6 / hz / n; else print "nan" }')
+    printf '%s\t%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mtu" "$target" "$wl" "$client" "$round" \
+        "$iops" "$mbps" "$p50" "$p99" "$cpu" "$retx" "$errs" >>"$RESULTS"
+    log "  $(printf '%-16s %-22s %-8s %9.0f IOPS %8.1f MB/s p50 %7.0f us p99 %7.0f us %6s us CPU/IO retx %s err %s' \
+        "$target" "$wl" "$client" "$iops" "$mbps" "$p50" "$p99" "$cpu" "$retx" "$errs")"
+}
+
+run_fio() {   # $1 round: the local device ceiling on the real-disk image
+    local out fields
+    out=$(timeout -k 2 $((DURATION + 30)) fio --name=ceiling --filename="$DISK_IMG" --ioengine=libaio --direct=1 \
+        --rw=randread --bs=4k --iodepth=32 --size="${IMG_MB}M" --runtime="$DURATION" --time_based \
+        --output-format=json 2>>"$W/fio.err")
+    fields=$(jq -r '.jobs[0] | [.read.iops, .read.bw_bytes / 1e6, .read.clat_ns.percentile["50.000000"] / 1000,
+        .read.clat_ns.percentile["99.000000"] / 1000,
+        ((.usr_cpu + .sys_cpu) / 100 * .read.runtime * 1000 / (if .read.total_ios > 0 then .read.total_ios else 1 end))] | @tsv' \
+        <<<"$out" 2>/dev/null)
+    if [ -z "$fields" ]; then
+        log "  fio: FAILED"; printf '%s\t%s\t%s\t%s\t%s\tfail\n' - fio/disk 4k-randread-qd32 fio "$1" >>"$RESULTS"; return
+    fi
+    local iops mbps p50 p99 cpu
+    IFS=$'\t' read -r iops mbps p50 p99 cpu <<<"$fields"
+    printf '%s\t%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%.2f\t0\t0\n' - fio/disk 4k-randread-qd32 fio "$1" \
+        "$iops" "$mbps" "$p50" "$p99" "$cpu" >>"$RESULTS"
+    log "  $(printf '%-16s %-22s %-8s %9.0f IOPS %8.1f MB/s' fio/disk 4k-randread-qd32 fio "$iops" "$mbps")"
+}
+
+# ---------------------------------------------------------------- the runs
+nwl=$(wc -w <<<"$WORKLOADS")
+LIFETIME=$(( (nwl * 3) * (DURATION * 5 + 25) + 60 ))   # bound on one target's life: all its runs, worst case
+: >"$RESULTS"
+first_mtu=1
+for mtu in $MTUS; do
+    ip -n "$NS" link set "$TI" mtu "$mtu" && ip -n "$NS" link set "$II" mtu "$mtu" || exit 1
+    for round in $(seq "$ROUNDS"); do
+        log "MTU $mtu, round $round/$ROUNDS"
+        [ "$first_mtu" = 1 ] && run_fio "$round"
+        for target in $TARGETS; do
+            tlog="$W/target-${target//\//-}-mtu$mtu-r$round.log"
+            start_target "$target" "$tlog" "$LIFETIME" || {
+                for wl in $WORKLOADS; do printf '%s\t%s\t%s\t%s\t%s\tfail\n' "$mtu" "$target" "$wl" aoectl "$round" >>"$RESULTS"; done
+                continue
+            }
+            if [ "$PROBED" = 0 ]; then   # tell whether the --duration bug is still there (informational)
+                PROBED=1
+                if inns timeout -k 1 $((DURATION + 5)) "$AOECTL" bench -i "$II" 1.1 --qd 32 --duration 0.5 \
+                        --region "0:$SECTORS" --json >/dev/null 2>&1; then
+                    DURATION_NOTE="note: 'aoectl bench --qd 32 --duration 0.5' finished this time (the --duration bug may be fixed)"
+                else
+                    DURATION_NOTE="note: 'aoectl bench --qd 32 --duration 0.5' did not finish in $((DURATION + 5)) s: --duration still hangs at QD > 1"
+                fi
+                log "$DURATION_NOTE"
+            fi
+            for wl in $WORKLOADS; do
+                run_one "$mtu" "$round" "$target" "$wl" aoectl
+                case " $C_CLIENT_TARGETS " in *" $target "*) run_one "$mtu" "$round" "$target" "$wl" aoe-load ;; esac
+            done
+            stop_target
+        done
+    done
+    first_mtu=0
+done
+
+# ---------------------------------------------------------------- the table
+log "done; every row is the mean of $ROUNDS rounds of about ${DURATION} s"
+echo "${DURATION_NOTE:-}"
+for f in "$W"/target-*.log; do   # drops that the targets counted (aoe-target logs counters on exit)
+    d=$(grep -o 'dropped_[a-z_]*=[0-9]*' "$f" 2>/dev/null | tr '\n' ' ')
+    [ -n "$d" ] && echo "note: $(basename "$f" .log): $d"
+done
+echo
+awk -F'\t' -v targets="fio/disk $TARGETS" -v workloads="$WORKLOADS" -v mtus="- $MTUS" -v rounds="$ROUNDS" '
+function ref_vblade(t) {
+    if (t == "aoe/tmpfs" || t == "null") return "vblade/tmpfs"
+    if (t == "aoe/disk-direct") return "vblade/disk"
+    if (t == "aoe/disk-sync") return ("vblade/disk-sync" in seen) ? "vblade/disk-sync" : "vblade/disk"
+    return ""
+}
+function ratio(a, b) { return (b > 0 && a != "") ? sprintf("%.2f", a / b) : "-" }
+{
+    k = $1 SUBSEP $2 SUBSEP $3 SUBSEP $4; seen[$2] = 1
+    if ($6 != "ok") { fails[k]++; keys[k] = 1; next }
+    keys[k] = 1; n[k]++; iops[k] += $7; mbps[k] += $8; p50[k] += $9; p99[k] += $10
+    if ($11 != "nan") { cpu[k] += $11; ncpu[k]++ }
+    retx[k] += $12; errs[k] += $13
+    if (!(k in lo) || $7 < lo[k]) lo[k] = $7
+    if (!(k in hi) || $7 > hi[k]) hi[k] = $7
+}
+END {
+    for (k in n) { iops[k] /= n[k]; mbps[k] /= n[k]; p50[k] /= n[k]; p99[k] /= n[k] }
+    hdr = sprintf("%-5s %-16s %-22s %-8s %9s %8s %7s %7s %8s %6s %6s %5s %5s %4s", "mtu", "target", "workload", "client",
+        "IOPS", "MB/s", "p50us", "p99us", "CPUus/IO", "xvbl", "xnull", "retx", "err", "±%")
+    print hdr; gsub(/./, "-", hdr); print hdr
+    nm = split(mtus, M, " "); nt = split(targets, T, " "); nw = split(workloads, WL, " ")
+    WL[++nw] = "4k-randread-qd32"
+    for (a = 1; a <= nm; a++) for (w = 1; w <= nw; w++) for (b = 1; b <= nt; b++) for (c = 1; c <= 3; c++) {
+        client = c == 1 ? "aoectl" : c == 2 ? "aoe-load" : "fio"
+        if (w == nw && M[a] != "-") continue
+        if (w < nw && M[a] == "-") continue
+        k = M[a] SUBSEP T[b] SUBSEP WL[w] SUBSEP client
+        if (!(k in keys)) continue
+        if (!(k in n)) { printf "%-5s %-16s %-22s %-8s %9s   (all %d runs failed)\n", M[a], T[b], WL[w], client, "FAIL", fails[k]; continue }
+        rv = ref_vblade(T[b]); kv = M[a] SUBSEP rv SUBSEP WL[w] SUBSEP client
+        kn = M[a] SUBSEP "null" SUBSEP WL[w] SUBSEP client
+        xv = (rv != "" && kv in n) ? ratio(iops[k], iops[kv]) : "-"
+        xn = (T[b] != "null" && kn in n) ? ratio(iops[k], iops[kn]) : "-"
+        spread = iops[k] > 0 ? sprintf("%.0f", (hi[k] - lo[k]) * 100 / iops[k]) : "-"
+        printf "%-5s %-16s %-22s %-8s %9.0f %8.1f %7.0f %7.0f %8s %6s %6s %5d %5d %4s%s\n", M[a], T[b], WL[w], client,
+            iops[k], mbps[k], p50[k], p99[k], (k in ncpu) ? sprintf("%.1f", cpu[k] / ncpu[k]) : "-", xv, xn,
+            retx[k], errs[k], spread, (k in fails) ? "  (" fails[k] " failed)" : ""
+    }
+    # the client cost: the same target driven by aoectl and by aoe-load
+    for (a = 1; a <= nm; a++) for (w = 1; w < nw; w++) for (b = 1; b <= nt; b++) {
+        ka = M[a] SUBSEP T[b] SUBSEP WL[w] SUBSEP "aoectl"; kc = M[a] SUBSEP T[b] SUBSEP WL[w] SUBSEP "aoe-load"
+        if ((ka in n) && (kc in n) && iops[kc] > 0) {
+            if (!hdr2++) print "\naoectl IOPS / aoe-load IOPS on the same target (below 1: aoectl is the bottleneck):"
+            printf "  mtu %-5s %-14s %-22s %.2f\n", M[a], T[b], WL[w], iops[ka] / iops[kc]
+        }
+    }
+}' "$RESULTS"
+log "total time $(( $(date +%s) - T_START )) s"
