@@ -3,6 +3,7 @@
 # namespace, with aoectl and the reference C client Benchmarks/aoe-load.c. Not part of the test suite.
 #
 #   sudo Benchmarks/run.sh [--quick] [--duration S] [--rounds N] [--mtu "1500 9000"] [--keep]
+#                          [--targets "aoe/tmpfs null ..."] [--workloads "4k-randread-qd32 ..."]
 #
 # Builds release binaries and the C client, creates namespace aoe-bench-PID with veth pair bt (target end) /
 # bi (initiator end), runs every (target, workload, client) in interleaved rounds (round 1: A B C ..., round
@@ -11,8 +12,8 @@
 # See Benchmarks/README.md for what each row means.
 set -uo pipefail
 
-QUICK=0 DURATION= ROUNDS=2 MTUS= KEEP=0
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+QUICK=0 DURATION='' ROUNDS=2 MTUS='' KEEP=0 ONLY_TARGETS='' ONLY_WORKLOADS=''
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -20,6 +21,8 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
         --mtu) MTUS=${2:?--mtu needs a list like \"1500 9000\"}; shift ;;
         --keep) KEEP=1 ;;
+        --targets) ONLY_TARGETS=${2:?--targets needs a list}; shift ;;
+        --workloads) ONLY_WORKLOADS=${2:?--workloads needs a list}; shift ;;
         -h|--help) usage 0 ;;
         *) echo "run.sh: unknown option $1" >&2; usage 2 ;;
     esac
@@ -37,11 +40,16 @@ else
     TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk-sync vblade/disk-sync null"
     WORKLOADS="4k-randread-qd1 4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 fi
+TARGETS=${ONLY_TARGETS:-$TARGETS} WORKLOADS=${ONLY_WORKLOADS:-$WORKLOADS}
+for t in $TARGETS; do case $t in aoe/tmpfs|aoe/disk-direct|aoe/disk-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
+    *) echo "run.sh: unknown target $t" >&2; exit 2 ;; esac; done
+for w in $WORKLOADS; do case $w in 4k-randread-qd1|4k-randread-qd32|4k-randwrite-qd32|seqread-maxframe-qd32) ;;
+    *) echo "run.sh: unknown workload $w" >&2; exit 2 ;; esac; done
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 ]] || { echo "run.sh: --duration must be whole seconds >= 1" >&2; exit 2; }
 SECTORS=$((IMG_MB * 2048))       # every target, null included, is exercised over the same region 0:SECTORS
 C_CLIENT_TARGETS="null vblade/tmpfs"
 
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 REPO=$PWD
 W=$(mktemp -d /tmp/bench-XXXXXX)
 NS=aoe-bench-$$
@@ -49,13 +57,13 @@ TI=bt II=bi
 SHM_IMG=/dev/shm/aoe-bench-$$.img
 DISK_IMG=/var/tmp/aoe-bench-$$.img
 RESULTS=$W/results.tsv
-TIMEOUT_PID= TARGET_PID=
+TIMEOUT_PID='' TARGET_PID=''
 T_START=$(date +%s)
 log() { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
 
 stop_target() {
     local tp=$TARGET_PID wp=$TIMEOUT_PID
-    TARGET_PID= TIMEOUT_PID=
+    TARGET_PID='' TIMEOUT_PID=''
     [ -n "$tp" ] && kill -TERM "$tp" 2>/dev/null
     if [ -n "$wp" ]; then
         for _ in $(seq 50); do kill -0 "$wp" 2>/dev/null || break; sleep 0.2; done
@@ -159,7 +167,7 @@ workload_args() {   # $1 workload -> "rw bs qd"
 # only stops once nothing is in flight; see README). So runs with QD > 1 are sized with --count: the first round
 # calibrates (growing --count runs, outside the CPU window), later rounds use the previous round's rate. Every
 # run is bounded by timeout either way.
-COUNT_MODE=1 PROBED=0 DURATION_NOTE=
+COUNT_MODE=1 PROBED=0 DURATION_NOTE=''
 declare -A RATE
 calibrate() {   # $1 key, $2 rw, $3 bs, $4 qd: IOPS of growing --count runs until one lasts 0.25 s, into RATE[key]
     local key=$1 rw=$2 bs=$3 qd=$4 c=$(($4 * 16)) out secs

@@ -378,12 +378,30 @@ public final class Target: @unchecked Sendable {
             if allowed { log.log(.info, "write cache \(enabled ? "enabled" : "disabled") by \(header.source)") }
             finishATA(&frame, header, ata, allowed ? .ok(request) : .aborted(request), dataBytes: 0)
             return .reply
+        case .read, .write, .flush:
+            if device.capabilities.neverBlocks {
+                // Memory-backed device: run it here, in arrival order (so ordering holds by construction), and
+                // let the reply leave with this batch's sendmmsg instead of waking a worker.
+                var request = PendingRequest(frame: frame, header: header, ata: ata, operation: operation,
+                                             durable: operation.writesMedia && lock.withLock { !writeCacheEnabled })
+                perform(&request)
+                frame = request.frame
+                return .reply
+            }
+            return enqueueDeviceWork(frame, header, ata, operation, slot: slot)
+        case .passThrough:
+            preconditionFailure("the dispatcher never plans pass-through")
+        }
+    }
+
+    private func enqueueDeviceWork(_ frame: Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation, slot: Int) -> Disposition {
+        switch operation {
         case .read(let lba, let count), .write(let lba, let count):
             return enqueue(frame, header, ata, operation, slot: slot, range: (lba, UInt64(count)))
         case .flush:
             return enqueue(frame, header, ata, operation, slot: slot, range: (0, device.sectorCount))
-        case .passThrough:
-            preconditionFailure("the dispatcher never plans pass-through")
+        default:
+            preconditionFailure("\(operation) is not device work")
         }
     }
 

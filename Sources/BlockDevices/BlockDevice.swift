@@ -7,11 +7,15 @@ public struct DeviceCapabilities: Hashable, Sendable {
     public var canFlush: Bool
     /// Data buffers must be aligned to this many bytes (O_DIRECT); 1 when any address works.
     public var bufferAlignment: Int
+    /// Operations finish in microseconds and never wait for a disk (memory-backed: null, tmpfs), so the
+    /// target runs them on its receive thread instead of handing them to a worker.
+    public var neverBlocks: Bool
 
-    public init(writable: Bool, canFlush: Bool, bufferAlignment: Int = 1) {
+    public init(writable: Bool, canFlush: Bool, bufferAlignment: Int = 1, neverBlocks: Bool = false) {
         self.writable = writable
         self.canFlush = canFlush
         self.bufferAlignment = bufferAlignment
+        self.neverBlocks = neverBlocks
     }
 }
 

@@ -93,10 +93,18 @@ public final class ImageDevice: BlockDevice, @unchecked Sendable {
         }
         self.fd = fd
         byteOffset = Int(options.offsetSectors) * sectorSize
-        capabilities = DeviceCapabilities(writable: !options.readOnly, canFlush: true, bufferAlignment: options.direct ? 4096 : 1)
+        capabilities = DeviceCapabilities(writable: !options.readOnly, canFlush: true, bufferAlignment: options.direct ? 4096 : 1,
+                                          neverBlocks: Self.isMemoryBacked(fd, path: path))
     }
 
     deinit { Syscall.close(fd) }
+
+    /// tmpfs and ramfs keep files in memory: reads and writes never wait for a disk.
+    static func isMemoryBacked(_ fd: Int32, path: String) -> Bool {
+        let tmpfsMagic = 0x0102_1994, ramfsMagic = 0x8584_58F6
+        guard let type = try? Syscall.filesystemType(fd, context: path) else { return false }
+        return type == tmpfsMagic || type == ramfsMagic
+    }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
         do { try Syscall.preadFully(fd, buffer, offset: byteOffset + Int(lba) * sectorSize, context: path) } catch { throw DeviceError(error) }

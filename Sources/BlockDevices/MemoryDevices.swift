@@ -3,7 +3,7 @@ import Synchronization
 /// Reads return zeros, writes are discarded, any size: the ceiling reference for benchmarks (nbdkit's null plugin).
 public final class NullDevice: BlockDevice {
     public let sectorCount: UInt64
-    public let capabilities = DeviceCapabilities(writable: true, canFlush: true)
+    public let capabilities = DeviceCapabilities(writable: true, canFlush: true, neverBlocks: true)
     public var name: String { "null" }
     public var identity: String { "null:\(sectorCount)" }
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/file.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <linux/fs.h>
 #include <linux/capability.h>
@@ -85,3 +86,10 @@ int CLinuxShims_hasCapability(int capability) {
 }
 
 int CLinuxShims_O_DIRECT(void) { return O_DIRECT; }
+
+int CLinuxShims_filesystemType(int fd, long *type) {
+    struct statfs fs;
+    if (fstatfs(fd, &fs) < 0) return -1;
+    *type = (long)fs.f_type;
+    return 0;
+}

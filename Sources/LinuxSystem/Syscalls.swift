@@ -58,6 +58,13 @@ public enum Syscall {
         }
     }
 
+    /// fstatfs(2): the filesystem's magic number (f_type).
+    public static func filesystemType(_ fd: Int32, context: String) throws(SystemError) -> Int {
+        var type = 0
+        _ = try retrying("fstatfs", context) { CLinuxShims_filesystemType(fd, &type) }
+        return type
+    }
+
     /// ioctl(BLKGETSIZE64).
     public static func blockDeviceSize(_ fd: Int32, context: String) throws(SystemError) -> UInt64 {
         var bytes: UInt64 = 0

@@ -22,7 +22,12 @@ final class RecordingDevice: BlockDevice, @unchecked Sendable {
     let events: EventLog
     let slowMarker: UInt8?
     var sectorCount: UInt64 { inner.sectorCount }
-    var capabilities: DeviceCapabilities { inner.capabilities }
+    /// Slow on purpose, so it goes through the worker pool like a disk.
+    var capabilities: DeviceCapabilities {
+        var c = inner.capabilities
+        c.neverBlocks = false
+        return c
+    }
     var name: String { "recording" }
     var identity: String { "recording" }
 

@@ -48,6 +48,17 @@ check "sync: writes reached fdatasync, at most one per write ($syncs for $writes
     test "${syncs:-0}" -ge 1 -a "${syncs:-0}" -le "${writes:-0}"
 stop_target
 
+# An image on tmpfs runs on the receive thread (it never waits for a disk): same answers, same data.
+SHM=$(mktemp -p /dev/shm aoe-e2e.XXXXXX)
+truncate -s 16M "$SHM"
+start_target "$WORK/shm.log" 1 5 t0 "$SHM"
+aoectl bench -i i0 1.5 --rw randrw --qd 16 --count 2000 --verify --json >"$WORK/shm.json"
+check "tmpfs image: bench --verify clean" test "$(jq -c '[.verify_mismatches, .errors, (.verified_blocks > 0)]' "$WORK/shm.json")" = "[0,0,true]"
+out=$(aoectl ata -i i0 1.5 --command 0x24 --lba48 --count 1 --lba 32768 --read-sectors 1 --json)
+check "tmpfs image: IDNF past the end" test "$(echo "$out" | jq .error)" = 16
+stop_target
+rm -f "$SHM"
+
 # Null device: reads are zeros, any size.
 start_target "$WORK/null.log" 1 4 t0 null:1T
 check "null: size" grep -qx "sectors: 2147483648" <(aoectl identify -i i0 1.4)

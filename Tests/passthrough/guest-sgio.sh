@@ -29,8 +29,11 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
 # ata ARGS...: aoectl ata ... --json; sets RC, A_STATUS A_ERROR A_COUNT (decimal)
 ata() {
+    local t0
+    t0=$(uptime_s)
     aoectl ata -i "$CIF" "$TGT" --timeout 10 "$@" --json >$OUT 2>$OUT.err
     RC=$?
+    A_TIME=$(awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }')
     A_STATUS=$(jq -r '.status // empty' $OUT 2>/dev/null)
     A_ERROR=$(jq -r '.error // empty' $OUT 2>/dev/null)
     A_COUNT=$(jq -r '.count // empty' $OUT 2>/dev/null)
@@ -307,7 +310,7 @@ same_as_drive out-of-range-regs -r 512 $DEV 85 09 0e 00 00 00 01 $(lba_bytes $PT
 refused() { # name opcode feature
     ata --command "$2" --feature "$3" --count 1 --write-file /tmp/zero512
     if [ "$RC" = 2 ] && [ -n "$A_STATUS" ] && [ $((A_STATUS & 0x01)) = 1 ] && [ $((A_ERROR & 0x04)) = 4 ]; then
-        pass "$1" "command $2 refused: $(regs)"
+        pass "$1" "command $2 refused: $(regs) (aoectl took $A_TIME s)"
     else
         fail "$1" "command $2: $(regs); want ERR + ABRT without reaching the drive"
     fi

@@ -48,6 +48,9 @@ int CLinuxShims_attachFilter(int fd, const struct sock_filter *code, unsigned sh
 /// Whether the calling process has CAP_NET_RAW in its effective set (capget without libcap).
 int CLinuxShims_hasCapability(int capability);
 
+/// fstatfs(fd)->f_type: <sys/vfs.h> is not in the Swift module.
+int CLinuxShims_filesystemType(int fd, long *type);
+
 /// O_DIRECT is a _GNU_SOURCE constant.
 int CLinuxShims_O_DIRECT(void);
 
