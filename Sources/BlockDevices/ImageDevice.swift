@@ -29,7 +29,7 @@ public final class ImageDevice: BlockDevice, @unchecked Sendable {
                 case ENOENT: return "\(e.context): no such file"
                 case EACCES, EPERM: return "\(e.context): permission denied"
                 case EBUSY: return "\(e.context): device busy (mounted, or exported by another process)"
-                case EINVAL where e.call == "open": return "\(e.context): the filesystem does not support O_DIRECT (--direct); tmpfs does not"
+                case EINVAL where e.call == "open": return "\(e.context): the filesystem does not support O_DIRECT (--direct)"
                 default: return e.description
                 }
             case .notARegularFileOrBlockDevice(let p): return "\(p): not a regular file or block device"

@@ -53,7 +53,7 @@ struct AoETargetCommand: ParsableCommand {
     @Flag(name: [.customShort("r"), .customLong("read-only")], help: "Export read-only: writes get ATA ABRT; the file is never opened for writing.")
     var readOnly = false
 
-    @Flag(name: [.customShort("d"), .customLong("direct")], help: "Open the image with O_DIRECT (bypass the page cache; not on tmpfs).")
+    @Flag(name: [.customShort("d"), .customLong("direct")], help: "Open the image with O_DIRECT (bypass the page cache).")
     var direct = false
 
     @Flag(name: [.customShort("s"), .customLong("sync")], help: "Durable mode: acknowledge a write only once it is on stable storage.")

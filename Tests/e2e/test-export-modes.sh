@@ -48,6 +48,15 @@ check "sync: writes reached fdatasync, at most one per write ($syncs for $writes
     test "${syncs:-0}" -ge 1 -a "${syncs:-0}" -le "${writes:-0}"
 stop_target
 
+# O_DIRECT on a disk filesystem (buffers are page-aligned: the frame's data area).
+DISK=$(mktemp -p /var/tmp aoe-e2e.XXXXXX)
+truncate -s 16M "$DISK"
+start_target "$WORK/direct.log" -d 1 6 t0 "$DISK"
+aoectl bench -i i0 1.6 --rw randrw --qd 8 --bs 8k --count 1000 --verify --json >"$WORK/direct.json"
+check "O_DIRECT image: bench --verify clean" test "$(jq -c '[.verify_mismatches, .errors, (.verified_blocks > 0)]' "$WORK/direct.json")" = "[0,0,true]"
+stop_target
+rm -f "$DISK"
+
 # An image on tmpfs runs on the receive thread (it never waits for a disk): same answers, same data.
 SHM=$(mktemp -p /dev/shm aoe-e2e.XXXXXX)
 truncate -s 16M "$SHM"

@@ -34,9 +34,9 @@ ata() {
     aoectl ata -i "$CIF" "$TGT" --timeout 10 "$@" --json >$OUT 2>$OUT.err
     RC=$?
     A_TIME=$(awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }')
-    A_STATUS=$(jq -r '.status // empty' $OUT 2>/dev/null)
-    A_ERROR=$(jq -r '.error // empty' $OUT 2>/dev/null)
-    A_COUNT=$(jq -r '.count // empty' $OUT 2>/dev/null)
+    # one jq run per reply (each start of jq costs a good fraction of a second under TCG)
+    jq -r '.status, .error, .count, (.data // "") | if . == null then "" else tostring end' $OUT >$OUT.f 2>/dev/null
+    { read -r A_STATUS; read -r A_ERROR; read -r A_COUNT; read -r A_DATA; } <$OUT.f
 }
 ctl() { aoectl "$@" >$OUT 2>$OUT.err; RC=$?; }
 regs() { echo "exit $RC status=$(hx "$A_STATUS") error=$(hx "$A_ERROR") count=$(hx "$A_COUNT")"; }
@@ -189,8 +189,9 @@ fi
 fence identify
 if [ "$PT_MODE" = aoe ]; then
     ctl identify -i "$CIF" "$TGT" --timeout 10 --json
-    m=$(jq -r .model $OUT 2>/dev/null); s=$(jq -r .serial $OUT 2>/dev/null); n=$(jq -r .sectors $OUT 2>/dev/null)
-    jq -r '.raw // empty' $OUT 2>/dev/null | xxd -r -p >/tmp/id-aoe.bin
+    jq -r '.model, .serial, .sectors, (.raw // "") | tostring' $OUT >$OUT.f 2>/dev/null
+    { read -r m; read -r s; read -r n; read -r raw; } <$OUT.f
+    echo "$raw" | xxd -r -p >/tmp/id-aoe.bin
 else
     sg_sat_identify -r $DEV >/tmp/id-ref.bin 2>$OUT.err; RC=$?
     m=$(field /tmp/id-ref.bin 27 20); s=$(field /tmp/id-ref.bin 10 10)
@@ -215,10 +216,10 @@ fi
 fence smart-status
 if [ "$PT_MODE" = aoe ]; then
     ctl smart -i "$CIF" "$TGT" --timeout 10 --json
-    sup=$(jq -r .supported $OUT 2>/dev/null); ok=$(jq -r .healthy $OUT 2>/dev/null)
-    nattr=$(jq -r '.attributes | length' $OUT 2>/dev/null)
-    ids=$(jq -r '[.attributes[] | (.id // .ID // .attribute)] | map(tostring) | join(",")' $OUT 2>/dev/null)
-    info "aoectl smart: $(jq -c 'del(.attributes)' $OUT 2>/dev/null); attribute ids: $ids"
+    jq -r '(.supported | tostring), (.healthy | tostring), (.attributes | length),
+           ([.attributes[] | .id] | map(tostring) | join(",")), (del(.attributes) | tojson)' $OUT >$OUT.f 2>/dev/null
+    { read -r sup; read -r ok; read -r nattr; read -r ids; read -r rest; } <$OUT.f
+    info "aoectl smart: $rest; attribute ids: $ids"
     [ "$RC" = 0 ] && [ "$sup" = true ] && [ "$ok" = true ] &&
         pass smart-status "SMART RETURN STATUS: supported, healthy" ||
         fail smart-status "exit $RC supported=$sup healthy=$ok"
@@ -240,7 +241,7 @@ fence smart-data
 if [ "$PT_MODE" = aoe ]; then
     rm -f /tmp/smart.bin
     ata --command 0xB0 --feature 0xD0 --lba 0xC24F00 --count 1 --read-sectors 1
-    jq -r '.data // empty' $OUT 2>/dev/null | xxd -r -p >/tmp/smart.bin
+    echo "$A_DATA" | xxd -r -p >/tmp/smart.bin
     # informational: the same command straight to the drive, in a trace window of its own
     cp $OUT $OUT.keep; s_rc=$RC
     fence smart-data-direct
