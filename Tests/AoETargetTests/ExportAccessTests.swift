@@ -32,7 +32,8 @@ final class ExportAccessTests: XCTestCase {
         let full = (0..<ExportAccess.maskCapacity).map { MaskDirective(command: .add, mac: MACAddress(rawValue: 0x0200_0000_0000 + UInt64($0))) }
         guard case .reply(let ok) = access.handleMask(MaskListArg(command: .edit, directives: full)) else { return XCTFail() }
         XCTAssertEqual(ok.directives.count, ExportAccess.maskCapacity)
-        guard case .reply(let overflow) = access.handleMask(MaskListArg(command: .edit, directives: [MaskDirective(command: .add, mac: a)])) else { return XCTFail() }
+        let newcomer = MACAddress("04:00:00:00:00:01")!
+        guard case .reply(let overflow) = access.handleMask(MaskListArg(command: .edit, directives: [MaskDirective(command: .add, mac: newcomer)])) else { return XCTFail() }
         XCTAssertEqual(overflow.error, .listFull)
         XCTAssertEqual(overflow.directiveCountOverride, 0)
         XCTAssertEqual(access.handleMask(MaskListArg(command: MaskCommand(rawValue: 5))), .error(.badArgument))
