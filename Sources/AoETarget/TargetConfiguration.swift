@@ -17,7 +17,7 @@ public struct TargetConfiguration: Sendable {
     /// Every acknowledged write is on stable storage (group commit). The remote cannot turn this off.
     public var durableWrites = false
     /// Threads running device I/O.
-    public var workers = 4
+    public var workers = 16
     /// Upper bound on sectors in one command, whatever the MTU allows.
     public var maxSectorsPerCommand = 255
 

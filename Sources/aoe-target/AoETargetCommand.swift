@@ -77,8 +77,8 @@ struct AoETargetCommand: ParsableCommand {
     @Option(help: "IDENTIFY serial number (20 characters at most; default: derived from the image, stable across restarts).")
     var serial: String?
 
-    @Option(help: "Threads doing device I/O.")
-    var workers: Int = 4
+    @Option(help: "Threads doing device I/O for disk-backed images (memory-backed ones are served on the receive thread). Each has one request in flight on the device.")
+    var workers: Int = 16
 
     @Flag(help: "FILE is a real ATA drive (/dev/sdX or /dev/sgN): send every ATA command to it through SG_IO (SAT ATA PASS-THROUGH) and return the drive's own registers. Commands outside the allowlist get ABRT.")
     var passthrough = false

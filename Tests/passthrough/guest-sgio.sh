@@ -311,7 +311,7 @@ same_as_drive out-of-range-regs -r 512 $DEV 85 09 0e 00 00 00 01 $(lba_bytes $PT
 refused() { # name opcode feature
     ata --command "$2" --feature "$3" --count 1 --write-file /tmp/zero512
     if [ "$RC" = 2 ] && [ -n "$A_STATUS" ] && [ $((A_STATUS & 0x01)) = 1 ] && [ $((A_ERROR & 0x04)) = 4 ]; then
-        pass "$1" "command $2 refused: $(regs) (aoectl took $A_TIME s)"
+        pass "$1" "command $2 answered ERR+ABRT: $(regs) (aoectl took $A_TIME s; the host's trace shows whether the drive saw it)"
     else
         fail "$1" "command $2: $(regs); want ERR + ABRT without reaching the drive"
     fi

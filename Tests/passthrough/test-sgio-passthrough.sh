@@ -81,8 +81,9 @@ for c in "$QEMU" cpio busybox jq ldd flock timeout cmp dd od grep awk truncate s
 done
 ldd "$(command -v busybox)" 2>&1 | grep -qE 'not a dynamic executable|statically linked' ||
     skip "busybox is not statically linked (apt-get install busybox-static)"
-REF_TOOLS="sg_raw sg_sat_identify sg_sat_read_gplog hdparm smartctl"
-[ "$MODE" = reference ] && REF_TOOLS+=" vblade"
+# aoe mode: sg_raw / sg_sat_identify ask the drive directly, to compare with what comes through AoE
+REF_TOOLS="sg_raw sg_sat_identify"
+[ "$MODE" = reference ] && REF_TOOLS+=" hdparm smartctl vblade"
 for c in $REF_TOOLS; do command -v "$c" >/dev/null 2>&1 || skip "missing tool: $c (sg3-utils hdparm smartmontools vblade)"; done
 
 if [ -n "${KVER:-}" ]; then
@@ -181,12 +182,10 @@ build_initramfs() {
         done <"$WORK/mods-$bus"
     done
     copy_with_libs "$(command -v jq)" /usr/bin/jq "$root"
-    for a in sg_raw sg_sat_identify sg_sat_read_gplog hdparm smartctl; do
+    for a in $REF_TOOLS; do
         copy_with_libs "$(command -v $a)" "/usr/bin/$a" "$root"
     done
-    if [ "$MODE" = reference ]; then
-        copy_with_libs "$(command -v vblade)" /usr/bin/vblade "$root"
-    else
+    if [ "$MODE" = aoe ]; then
         copy_with_libs "$AOE_TARGET" /usr/bin/aoe-target "$root"
         copy_with_libs "$AOECTL" /usr/bin/aoectl "$root"
         # smaller initramfs, faster boot (the copies only)
@@ -363,8 +362,8 @@ check_trace() {
     else
         fail "[$bus] trace: no write command at the drive between the write step and the FLUSH"
     fi
-    if grep -qE "(sector_num=|sector=|sectors \[)$LBA[^0-9]" <<<"$have"; then
-        pass "[$bus] trace: the drive transferred data at LBA $LBA: $(grep -E "(sector_num=|sector=|sectors \[)$LBA[^0-9]" <<<"$have" | head -1 | cut -c1-120)"
+    if grep -qE "(sector_num=|sector=|sectors \[)${LBA}[^0-9]" <<<"$have"; then
+        pass "[$bus] trace: the drive transferred data at LBA $LBA: $(grep -E "(sector_num=|sector=|sectors \[)${LBA}[^0-9]" <<<"$have" | head -1 | cut -c1-120)"
     else
         fail "[$bus] trace: no data transfer at LBA $LBA (ide_sector_write / ide_dma_cb / NCQ) before the FLUSH"
     fi
