@@ -163,10 +163,11 @@ workload_args() {   # $1 workload -> "rw bs qd"
         seqread-maxframe-qd32) echo "read $((SPF * 512)) 32" ;;
     esac
 }
-# aoectl bench --duration with --qd > 1 may never end (BenchWorkload keeps issuing I/Os after the time is up and
-# only stops once nothing is in flight; see README). So runs with QD > 1 are sized with --count: the first round
-# calibrates (growing --count runs, outside the CPU window), later rounds use the previous round's rate. Every
-# run is bounded by timeout either way.
+# Before a094b66, aoectl bench --duration with --qd > 1 never ended (BenchWorkload kept issuing I/Os after the
+# time was up). A probe at the first target decides: if a QD 32 timed run ends, every run uses --duration;
+# otherwise (or as soon as a timed QD > 1 run times out) runs with QD > 1 are sized with --count: the first
+# round calibrates (growing --count runs, outside the CPU window), later rounds use the previous round's rate.
+# Every run is bounded by timeout either way.
 COUNT_MODE=1 PROBED=0 DURATION_NOTE=''
 declare -A RATE
 calibrate() {   # $1 key, $2 rw, $3 bs, $4 qd: IOPS of growing --count runs until one lasts 0.25 s, into RATE[key]
@@ -194,19 +195,28 @@ aoectl_bench() {   # $1 key, $2 rw, $3 bs, $4 qd; prints the JSON object or noth
 run_one() {   # $1 mtu, $2 round, $3 target, $4 workload, $5 client
     local mtu=$1 round=$2 target=$3 wl=$4 client=$5 rw bs qd out rc t0 t1 fields
     read -r rw bs qd <<<"$(workload_args "$wl")"
-    if [ "$client" = aoectl ] && [ "$COUNT_MODE" = 1 ] && [ "$qd" != 1 ] && [ -z "${RATE[$mtu/$target/$wl]:-}" ]; then
-        calibrate "$mtu/$target/$wl" "$rw" "$bs" "$qd"   # outside the CPU window
-    fi
-    t0=$(cpu_ticks "$TARGET_PID")
-    if [ "$client" = aoectl ]; then
-        out=$(aoectl_bench "$mtu/$target/$wl" "$rw" "$bs" "$qd"); rc=$?
-        fields=$(jq -r '[.iops, .mbps, .latency_us.p50, .latency_us.p99, .retransmits, .errors, .ios] | @tsv' <<<"$out" 2>/dev/null)
-    else
-        out=$(inns timeout -k 2 $((DURATION + 20)) "$LOAD" -i "$II" 1.1 --rw "$rw" --bs "$bs" --qd "$qd" \
-            --seconds "$DURATION" --region "0:$SECTORS" 2>>"$W/aoe-load.err"); rc=$?
-        fields=$(jq -r '[.iops, .mbps, .p50_us, .p99_us, .retransmits, .errors, .ios] | @tsv' <<<"$out" 2>/dev/null)
-    fi
-    t1=$(cpu_ticks "$TARGET_PID")
+    for _ in 1 2; do   # a second try only after switching to --count
+        if [ "$client" = aoectl ] && [ "$COUNT_MODE" = 1 ] && [ "$qd" != 1 ] && [ -z "${RATE[$mtu/$target/$wl]:-}" ]; then
+            calibrate "$mtu/$target/$wl" "$rw" "$bs" "$qd"   # outside the CPU window
+        fi
+        t0=$(cpu_ticks "$TARGET_PID")
+        if [ "$client" = aoectl ]; then
+            out=$(aoectl_bench "$mtu/$target/$wl" "$rw" "$bs" "$qd"); rc=$?
+            fields=$(jq -r '[.iops, .mbps, .latency_us.p50, .latency_us.p99, .retransmits, .errors, .ios] | @tsv' <<<"$out" 2>/dev/null)
+        else
+            out=$(inns timeout -k 2 $((DURATION + 20)) "$LOAD" -i "$II" 1.1 --rw "$rw" --bs "$bs" --qd "$qd" \
+                --seconds "$DURATION" --region "0:$SECTORS" 2>>"$W/aoe-load.err"); rc=$?
+            fields=$(jq -r '[.iops, .mbps, .p50_us, .p99_us, .retransmits, .errors, .ios] | @tsv' <<<"$out" 2>/dev/null)
+        fi
+        t1=$(cpu_ticks "$TARGET_PID")
+        if [ -z "$fields" ] && [ "$client" = aoectl ] && [ "$COUNT_MODE" = 0 ] && [ "$qd" != 1 ] && [ "$rc" = 124 ]; then
+            COUNT_MODE=1
+            DURATION_NOTE="note: a timed 'aoectl bench' at QD $qd did not end ($target $wl): QD > 1 runs sized with --count from then on"
+            log "$DURATION_NOTE"
+            continue
+        fi
+        break
+    done
     if [ -z "$fields" ]; then
         log "  $target $wl $client: FAILED (exit $rc)"
         printf '%s\t%s\t%s\t%s\t%s\tfail\n' "$mtu" "$target" "$wl" "$client" "$round" >>"$RESULTS"
@@ -257,13 +267,14 @@ for mtu in $MTUS; do
                 for wl in $WORKLOADS; do printf '%s\t%s\t%s\t%s\t%s\tfail\n' "$mtu" "$target" "$wl" aoectl "$round" >>"$RESULTS"; done
                 continue
             }
-            if [ "$PROBED" = 0 ]; then   # tell whether the --duration bug is still there (informational)
+            if [ "$PROBED" = 0 ]; then   # does a timed QD 32 run end? (it did not before a094b66)
                 PROBED=1
                 if inns timeout -k 1 $((DURATION + 5)) "$AOECTL" bench -i "$II" 1.1 --qd 32 --duration 0.5 \
                         --region "0:$SECTORS" --json >/dev/null 2>&1; then
-                    DURATION_NOTE="note: 'aoectl bench --qd 32 --duration 0.5' finished this time (the --duration bug may be fixed)"
+                    COUNT_MODE=0
+                    DURATION_NOTE="note: aoectl runs are timed with --duration (a QD 32 timed probe ended)"
                 else
-                    DURATION_NOTE="note: 'aoectl bench --qd 32 --duration 0.5' did not finish in $((DURATION + 5)) s: --duration still hangs at QD > 1"
+                    DURATION_NOTE="note: 'aoectl bench --qd 32 --duration 0.5' did not end in $((DURATION + 5)) s: QD > 1 runs sized with --count"
                 fi
                 log "$DURATION_NOTE"
             fi

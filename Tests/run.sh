@@ -42,7 +42,7 @@ run_script() {
 
 for script in Tests/e2e/test-*.sh; do [ -e "$script" ] && run_script "$script"; done
 if [ "${AOE_SKIP_INTEROP:-}" != "1" ]; then
-    for script in Tests/interop/test-*.sh; do [ -e "$script" ] && run_script "$script"; done
+    for script in Tests/interop/test-*.sh Tests/passthrough/test-*.sh; do [ -e "$script" ] && run_script "$script"; done
 fi
 
 echo

@@ -223,8 +223,10 @@ public enum SATSense {
                 let lba = UInt64(sense[9]) | UInt64(sense[10]) << 8 | UInt64(sense[11]) << 16 | UInt64(sense[5]) << 24
                 return ATAReply(status: ATAStatus(rawValue: sense[4]), error: ATAErrorRegister(rawValue: sense[3]), count: sense[6], lbaRegisters: lba)
             }
-            guard sense.count >= 20 else { return nil }
-            let lba = UInt64(sense[17]) | UInt64(sense[18]) << 8 | UInt64(sense[19]) << 16 | UInt64(sense[10]) << 24
+            // The old layout overran the 18 bytes libata returns: the LBA bytes (17-19) are there only sometimes.
+            guard sense.count >= 12 else { return nil }
+            let byte = { (i: Int) in i < sense.count ? UInt64(sense[i]) : 0 }
+            let lba = byte(17) | byte(18) << 8 | byte(19) << 16 | UInt64(sense[10]) << 24
             return ATAReply(status: ATAStatus(rawValue: sense[9]), error: ATAErrorRegister(rawValue: sense[8]), count: sense[11], lbaRegisters: lba)
         default:
             return nil

@@ -37,8 +37,9 @@ public struct TagTable: Sendable {
     // Retransmit policy (Jacobson/Karels, as aoecmd.c rto()): RTO = srtt + 4 x rttvar, bounded.
     public private(set) var smoothedRTT: Double
     public private(set) var rttVariance: Double
-    /// Below this a busy target's ordinary jitter (milliseconds at high queue depth) would trigger spurious resends.
-    public var minimumRTO = 0.025
+    /// Below this a busy target's ordinary latency would trigger spurious resends: a disk at queue depth 32 has
+    /// a p99 of tens of milliseconds, and every spurious resend halves the window and repeats the I/O.
+    public var minimumRTO = 0.2
     public var maximumRTO = 2.0
     public var maxAttempts: Int
     /// Give up on a request this long after its first send, whatever the attempts.

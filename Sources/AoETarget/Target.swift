@@ -35,6 +35,8 @@ public final class Target: @unchecked Sendable {
     private var readyQueue: [Int] = []
     private var readyHead = 0
     private var inFlight = 0
+    /// Completed requests whose replies workers are sending.
+    private var sending = 0
     private var stopping = false
 
     private let mtu: Atomic<Int>
@@ -61,7 +63,10 @@ public final class Target: @unchecked Sendable {
         batch = 32
         let linkMTU = link.currentMTU()
         mtu = Atomic(linkMTU)
-        pool = FramePool(slots: configuration.bufferCount + batch, frameCapacity: max(linkMTU, 9000) + AoELayout.ethernetHeaderSize)
+        // Slots: the Buffer Count of requests in flight, one receive batch, and one reply per worker that has
+        // completed (no longer counted in flight) but is still being sent.
+        pool = FramePool(slots: configuration.bufferCount + batch + max(1, configuration.workers) + 1,
+                         frameCapacity: max(linkMTU, 9000) + AoELayout.ethernetHeaderSize)
         freeSlots = Array((0..<pool.slotCount).reversed())
         pending = Array(repeating: nil, count: pool.slotCount)
         access = ExportAccess(mask: configuration.mask)
@@ -478,21 +483,25 @@ public final class Target: @unchecked Sendable {
 
             perform(&request)
 
+            // The request is done before its reply leaves: an initiator that sends its next request the moment
+            // the reply arrives must find the Buffer Count free again. The slot stays taken until sent.
             lock.lock()
             let nowReady = scheduler.finish(id: slot)
             if !nowReady.isEmpty {
                 readyQueue.append(contentsOf: nowReady)
                 lock.broadcast()
             }
+            pending[slot] = nil
+            inFlight -= 1
+            sending += 1
             lock.unlock()
 
             sendOne(request.frame)
 
             lock.lock()
-            pending[slot] = nil
             freeSlots.append(slot)
-            inFlight -= 1
-            if inFlight == 0 { lock.broadcast() }
+            sending -= 1
+            if inFlight == 0 && sending == 0 { lock.broadcast() }
             lock.unlock()
         }
     }
@@ -543,7 +552,7 @@ public final class Target: @unchecked Sendable {
     /// Waits for the requests in flight, stops the workers, and flushes the device.
     private func drain() {
         lock.lock()
-        while inFlight > 0 { lock.wait() }
+        while inFlight > 0 || sending > 0 { lock.wait() }
         stopping = true
         lock.broadcast()
         lock.unlock()

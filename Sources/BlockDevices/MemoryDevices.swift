@@ -3,11 +3,14 @@ import Synchronization
 /// Reads return zeros, writes are discarded, any size: the ceiling reference for benchmarks (nbdkit's null plugin).
 public final class NullDevice: BlockDevice {
     public let sectorCount: UInt64
-    public let capabilities = DeviceCapabilities(writable: true, canFlush: true, neverBlocks: true)
+    public let capabilities: DeviceCapabilities
     public var name: String { "null" }
     public var identity: String { "null:\(sectorCount)" }
 
-    public init(sectors: UInt64) { sectorCount = sectors }
+    public init(sectors: UInt64, readOnly: Bool = false) {
+        sectorCount = sectors
+        capabilities = DeviceCapabilities(writable: !readOnly, canFlush: true, neverBlocks: true)
+    }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
         buffer.initializeMemory(as: UInt8.self, repeating: 0)

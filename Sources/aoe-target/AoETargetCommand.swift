@@ -143,7 +143,7 @@ struct AoETargetCommand: ParsableCommand {
             guard let bytes = parseSize(String(file.dropFirst(5))), bytes >= 512 else {
                 throw fail("\(file): give the null device a size, e.g. null:1G")
             }
-            return NullDevice(sectors: bytes / 512)
+            return NullDevice(sectors: bytes / 512, readOnly: readOnly)
         }
         var options = ImageDevice.Options()
         options.readOnly = readOnly

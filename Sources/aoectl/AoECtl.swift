@@ -122,6 +122,7 @@ struct ATA: ParsableCommand {
             let task = ATAHeader(flags: lba48 ? .extended : [], errFeature: feature.value, sectorCount: count.value, cmdStatus: command.value, lba: registers)
             let result = try client.ata(info, task, data: data, readSectors: readSectors, timeout: connection.timeout)
             let r = result.registers
+            if let output, !result.data.isEmpty { try Data(result.data).write(to: URL(fileURLWithPath: output)) }
             if connection.json {
                 printJSON(["status": Int(r.cmdStatus), "error": Int(r.errFeature), "count": Int(r.sectorCount), "lba": Int(r.lba),
                            "status_bits": decodeStatus(r.cmdStatus), "error_bits": decodeError(r.errFeature),
@@ -131,9 +132,7 @@ struct ATA: ParsableCommand {
                 print("error: \(hex(r.errFeature)) (\(decodeError(r.errFeature)))")
                 print("count: \(hex(r.sectorCount))")
                 print("lba: \(hex(r.lba, width: 12))")
-                if !result.data.isEmpty {
-                    if let output { try Data(result.data).write(to: URL(fileURLWithPath: output)) } else { print(hexDump(result.data)) }
-                }
+                if !result.data.isEmpty && output == nil { print(hexDump(result.data)) }
             }
             if ATAStatus(rawValue: r.cmdStatus).contains(.error) || ATAStatus(rawValue: r.cmdStatus).contains(.deviceFault) { throw ExitCode(2) }
         }

@@ -95,8 +95,19 @@ final class SATSenseTests: XCTestCase {
         XCTAssertEqual(r.lbaRegisters & 0xFF_FFFF, 1000)
     }
 
+    func testFixedFormatOldLibataLayoutInEighteenBytes() throws {
+        // Captured from kernel 6.1 + QEMU AHCI: READ SECTORS EXT past the end. The drive said status 0x41,
+        // error 0x04 (sg_raw agrees); libata's 18-byte buffer ends before the LBA bytes 17-19.
+        let sense: [UInt8] = [0x70, 0x00, 0x0B, 0x00, 0x00, 0x00, 0x00, 0x0A, 0x04, 0x41, 0x40, 0x01, 0x00, 0x00, 0x00, 0x00, 0x80, 0x00]
+        let r = try XCTUnwrap(SATSense.registers(sense))
+        XCTAssertEqual(r.status.rawValue, 0x41)
+        XCTAssertEqual(r.error.rawValue, 0x04)
+        XCTAssertEqual(r.count, 0x01)
+        XCTAssertEqual(SATSense.senseKey(sense), 0x0B)
+    }
+
     func testSenseWithoutATARegisters() {
-        XCTAssertNil(SATSense.registers([0x70, 0, 0x05, 0, 0, 0, 0, 0x0A, 0, 0, 0, 0, 0x24, 0x00]), "ILLEGAL REQUEST, too short for registers")
+        XCTAssertNil(SATSense.registers([0x70, 0, 0x05, 0, 0, 0, 0, 0x0A, 0, 0, 0]), "too short for registers")
         XCTAssertNil(SATSense.registers([0x72, 0x05, 0x24, 0x00, 0, 0, 0, 0]), "descriptor format with no descriptors")
     }
 }

@@ -74,4 +74,8 @@ check "null: size" grep -qx "sectors: 2147483648" <(aoectl identify -i i0 1.4)
 aoectl read -i i0 1.4 --lba 2147483000 --count 4 --output "$WORK/z.bin"
 check "null: zeros" cmp -s "$WORK/z.bin" <(head -c 2048 /dev/zero)
 stop_target
+start_target "$WORK/nullro.log" -r 1 4 t0 null:1G
+out=$(aoectl ata -i i0 1.4 --command 0x34 --lba48 --count 1 --write-file "$WORK/s.bin" --json)
+check "null -r: writes refused with ABRT" test "$(echo "$out" | jq -c '[.status,.error]')" = "[81,4]"
+stop_target
 finish

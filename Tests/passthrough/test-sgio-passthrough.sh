@@ -60,6 +60,7 @@ cleanup() {
     fi
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         if [ "${KEEP:-0}" = 1 ] || [ "$FAILED" != 0 ] || [ "$rc" != 0 ]; then
+            [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK/root" "$WORK/base.cpio" "$WORK"/cfg-*
             echo "artefacts kept in $WORK (serial-*.log, trace-*.log, disk-*.img)" >&2
         else
             rm -rf "$WORK"
