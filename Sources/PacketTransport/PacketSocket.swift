@@ -36,7 +36,8 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
 
     /// - Parameters:
     ///   - receiveTimeoutMilliseconds: how long `receive` waits for a first frame before returning 0.
-    ///   - receiveBufferBytes: SO_RCVBUFFORCE size, so a burst of `bufferCount` frames is not dropped.
+    ///   - receiveBufferBytes: SO_RCVBUFFORCE / SO_SNDBUFFORCE size, so a burst of `bufferCount` frames is neither
+    ///     dropped on receive nor blocked on send.
     public init(interface name: String, maxBatch: Int = 32, receiveTimeoutMilliseconds: Int = 200,
                 receiveBufferBytes: Int? = nil, filter: ((MACAddress) -> [sock_filter])? = nil, pcap: PcapWriter? = nil) throws(OpenError) {
         let info: NetworkInterface
@@ -67,9 +68,12 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
                 throw SystemError(call: "setsockopt(SO_RCVTIMEO)", errno: errno, context: name)
             }
             if let bytes = receiveBufferBytes {
-                // RCVBUFFORCE passes rmem_max when privileged; fall back to the capped form otherwise.
-                do { try Syscall.setSocketOption(fd, level: SOL_SOCKET, name: SO_RCVBUFFORCE, value: Int32(clamping: bytes), context: name) }
-                catch { try Syscall.setSocketOption(fd, level: SOL_SOCKET, name: SO_RCVBUF, value: Int32(clamping: bytes), context: name) }
+                // The FORCE forms pass rmem_max/wmem_max when privileged; fall back to the capped forms otherwise.
+                // The send buffer gets the same size: a burst of jumbo frames would otherwise block in sendmmsg.
+                for (force, plain) in [(SO_RCVBUFFORCE, SO_RCVBUF), (SO_SNDBUFFORCE, SO_SNDBUF)] {
+                    do { try Syscall.setSocketOption(fd, level: SOL_SOCKET, name: force, value: Int32(clamping: bytes), context: name) }
+                    catch { try Syscall.setSocketOption(fd, level: SOL_SOCKET, name: plain, value: Int32(clamping: bytes), context: name) }
+                }
             }
         } catch {
             Syscall.close(fd)
