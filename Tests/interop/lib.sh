@@ -283,48 +283,13 @@ it_pick_kernel() {
     [ -r "$IT_KERNEL" ] || it_skip "cannot read $IT_KERNEL"
 }
 
-# it_mod_resolve NAME... -> prints module paths (relative to $IT_MODDIR), dependencies first,
-# each once, resolved recursively from modules.dep.
-it_mod_resolve() {
-    local -A dep_of=() path_of=() seen=()
-    local line mod deps key
-    while IFS= read -r line; do
-        mod=${line%%:*}
-        deps=${line#*:}
-        key=$(basename "$mod"); key=${key%%.ko*}; key=${key//-/_}
-        path_of[$key]=$mod
-        dep_of[$mod]=$deps
-    done <"$IT_MODDIR/modules.dep"
-    local out=()
-    it__mod_visit() {
-        local m=$1 d
-        [ -n "${seen[$m]:-}" ] && return 0
-        seen[$m]=1
-        for d in ${dep_of[$m]}; do it__mod_visit "$d"; done
-        out+=("$m")
-    }
-    local n
-    for n in "$@"; do
-        key=${n//-/_}
-        [ -n "${path_of[$key]:-}" ] || { echo "module $n not in $IT_MODDIR/modules.dep" >&2; return 1; }
-        it__mod_visit "${path_of[$key]}"
-    done
-    printf '%s\n' "${out[@]}"
-}
-
+# shellcheck source=../lib/guest-image.sh
+. "$IT_DIR/../lib/guest-image.sh"
+# it_mod_resolve NAME... -> module paths (relative to $IT_MODDIR), dependencies first, each once.
+it_mod_resolve() { guest_mod_resolve "$IT_MODDIR" "$@"; }
 # Copy binary $1 to $2 (path inside root $3) plus every library ldd lists, at the same paths.
-it__copy_with_libs() {
-    local bin=$1 dest=$2 root=$3 lib
-    mkdir -p "$root$(dirname "$dest")"
-    cp -L "$bin" "$root$dest"
-    for lib in $(ldd "$bin" 2>/dev/null | awk '/=> \//{print $3} /^\t\//{print $1}'); do
-        [ -e "$root$lib" ] && continue
-        mkdir -p "$root$(dirname "$lib")"
-        cp -L "$lib" "$root$lib"
-    done
-}
-
-it_cpio_dir() { (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) >"$2"; }
+it__copy_with_libs() { guest_copy_with_libs "$@"; }
+it_cpio_dir() { guest_cpio_dir "$@"; }
 
 # Modules the guest loads at boot (aoe is loaded by the test itself, with its parameters).
 IT_GUEST_BOOT_MODULES="virtio_pci virtio_net crc32c_generic ext4"

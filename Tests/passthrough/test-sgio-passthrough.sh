@@ -127,44 +127,11 @@ log "mode $MODE, buses: $BUSES, kernel $kver, work $WORK"
 
 # ---------------------------------------------------------------- initramfs
 
-# mod_resolve NAME...: module paths (relative to $MODDIR), dependencies first, each once.
-mod_resolve() {
-    local -A dep_of=() path_of=() seen=()
-    local line mod key out=() n
-    while IFS= read -r line; do
-        mod=${line%%:*}
-        key=${mod##*/}; key=${key%%.ko*}; key=${key//-/_}
-        path_of[$key]=$mod
-        dep_of[$mod]=${line#*:}
-    done <"$MODDIR/modules.dep"
-    visit() {
-        local m=$1 d
-        [ -n "${seen[$m]:-}" ] && return 0
-        seen[$m]=1
-        for d in ${dep_of[$m]}; do visit "$d"; done
-        out+=("$m")
-    }
-    for n in "$@"; do
-        key=${n//-/_}
-        [ -n "${path_of[$key]:-}" ] || { echo "module $n is not in $MODDIR/modules.dep" >&2; return 1; }
-        visit "${path_of[$key]}"
-    done
-    printf '%s\n' "${out[@]}"
-}
-
-# copy_with_libs BIN DEST ROOT: BIN at ROOT/DEST plus every library ldd lists, at the same paths.
-copy_with_libs() {
-    local bin=$1 dest=$2 root=$3 lib
-    mkdir -p "$root$(dirname "$dest")"
-    cp -L "$bin" "$root$dest"
-    for lib in $(ldd "$bin" 2>/dev/null | awk '/=> \//{print $3} /^\t\//{print $1}'); do
-        [ -e "$root$lib" ] && continue
-        mkdir -p "$root$(dirname "$lib")"
-        cp -L "$lib" "$root$lib"
-    done
-}
-
-cpio_dir() { (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) >"$2"; }
+# shellcheck source=../lib/guest-image.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/guest-image.sh"
+mod_resolve() { guest_mod_resolve "$MODDIR" "$@"; }
+copy_with_libs() { guest_copy_with_libs "$@"; }
+cpio_dir() { guest_cpio_dir "$@"; }
 
 build_initramfs() {
     local root=$WORK/root a m bus mods extra=""
