@@ -11,7 +11,7 @@ public final class TargetStatistics: @unchecked Sendable {
         case aoeErrorsSent, ataErrors, ataOutOfRange, ataAborted
         case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
         case sendErrors, receiveErrors, mtuChanges, fdatasyncs
-        case passThroughCommands, passThroughRefused
+        case passThroughCommands, passThroughRefused, mergedRequests
 
         public var name: String {
             switch self {
@@ -41,6 +41,7 @@ public final class TargetStatistics: @unchecked Sendable {
             case .fdatasyncs: "fdatasync_calls"
             case .passThroughCommands: "passthrough_commands"
             case .passThroughRefused: "passthrough_refused"
+            case .mergedRequests: "merged_requests"
             }
         }
     }

@@ -39,6 +39,31 @@ public protocol BlockDevice: AnyObject, Sendable {
     func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError)
     func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError)
     func flush() throws(DeviceError)
+
+    /// Reads consecutive sectors starting at `lba` into several buffers (whole sectors each), in one call
+    /// where the device can (preadv): adjacent requests merged into one I/O.
+    func read(into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError)
+    /// Writes several buffers (whole sectors each) to consecutive sectors starting at `lba` (pwritev).
+    func write(from buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError)
+}
+
+extension BlockDevice {
+    /// One call per buffer, for devices without vectored I/O.
+    public func read(into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) {
+        var next = lba
+        for buffer in buffers {
+            try read(into: buffer, at: next)
+            next += UInt64(buffer.count / sectorSize)
+        }
+    }
+
+    public func write(from buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) {
+        var next = lba
+        for buffer in buffers {
+            try write(from: UnsafeRawBufferPointer(buffer), at: next)
+            next += UInt64(buffer.count / sectorSize)
+        }
+    }
 }
 
 public let sectorSize = 512

@@ -114,6 +114,27 @@ public final class ImageDevice: BlockDevice, @unchecked Sendable {
         do { try Syscall.pwriteFully(fd, buffer, offset: byteOffset + Int(lba) * sectorSize, context: path) } catch { throw DeviceError(error) }
     }
 
+    /// Adjacent requests merged by the target arrive here as one preadv / pwritev.
+    public func read(into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) {
+        try vectored(write: false, buffers, at: lba)
+    }
+
+    public func write(from buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) {
+        try vectored(write: true, buffers, at: lba)
+    }
+
+    private func vectored(write: Bool, _ buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) {
+        // IOV_MAX is 1024; the target merges at most a few dozen frames.
+        precondition(buffers.count <= Self.maxVectors)
+        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count) { (iovecs) throws(DeviceError) in
+            do throws(SystemError) {
+                try Syscall.vectored(fd, write: write, buffers, iovecs: iovecs.baseAddress!, offset: byteOffset + Int(lba) * sectorSize, context: path)
+            } catch { throw DeviceError(error) }
+        }
+    }
+
+    public static let maxVectors = 64
+
     public func flush() throws(DeviceError) {
         do { try Syscall.fdatasync(fd, context: path) } catch { throw DeviceError(error) }
     }

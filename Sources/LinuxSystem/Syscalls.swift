@@ -98,6 +98,38 @@ public enum Syscall {
         }
     }
 
+    /// preadv(2) / pwritev(2) over `buffers`, then plain pread / pwrite for whatever a short transfer left.
+    /// `iovecs` is the caller's scratch (at least `buffers.count` entries), so the call allocates nothing.
+    public static func vectored(_ fd: Int32, write: Bool, _ buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>,
+                                iovecs: UnsafeMutablePointer<iovec>, offset: Int, context: String) throws(SystemError) {
+        if write && failPwriteAfter.load(ordering: .relaxed) > 0, failPwriteAfter.subtract(1, ordering: .relaxed).newValue == 0 {
+            throw SystemError(call: "pwritev", errno: EIO, context: "\(context) at byte \(offset) (injected)")
+        }
+        var total = 0
+        for (i, buffer) in buffers.enumerated() {
+            iovecs[i] = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+            total += buffer.count
+        }
+        let call = write ? "pwritev" : "preadv"
+        let done = try retrying(call, "\(context) at byte \(offset)") {
+            write ? Glibc.pwritev(fd, iovecs, Int32(buffers.count), off_t(offset))
+                  : Glibc.preadv(fd, iovecs, Int32(buffers.count), off_t(offset))
+        }
+        if done == total { return }
+        // Short transfer (end of file, a signal): finish buffer by buffer from where it stopped.
+        var position = 0
+        for buffer in buffers {
+            let end = position + buffer.count
+            if end > done {
+                let skip = max(0, done - position)
+                let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[skip...])
+                if write { try pwriteFully(fd, UnsafeRawBufferPointer(rest), offset: offset + position + skip, context: context) }
+                else { try preadFully(fd, rest, offset: offset + position + skip, context: context) }
+            }
+            position = end
+        }
+    }
+
     /// fdatasync(2): everything written so far reaches stable storage.
     public static func fdatasync(_ fd: Int32, context: String) throws(SystemError) {
         _ = try retrying("fdatasync", context) { Glibc.fdatasync(fd) }

@@ -20,9 +20,12 @@ public final class EmbeddedLink: FrameLink, @unchecked Sendable {
 
     public func currentMTU() -> Int { lock.withLock { mtu } }
 
-    public func inject(_ frame: [UInt8]) {
+    public func inject(_ frame: [UInt8]) { inject(batch: [frame]) }
+
+    /// Frames that arrive together (one receive call sees them all).
+    public func inject(batch frames: [[UInt8]]) {
         lock.withLock {
-            inbox.append(frame)
+            inbox.append(contentsOf: frames)
             lock.broadcast()
         }
     }

@@ -43,6 +43,22 @@ final class RecordingDevice: BlockDevice, @unchecked Sendable {
         try inner.write(from: buffer, at: lba)
         events.append("write \(lba)")
     }
+    func write(from buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) {
+        events.append("writev \(lba) x\(buffers.count)")
+        var next = lba
+        for buffer in buffers {
+            try write(from: UnsafeRawBufferPointer(buffer), at: next)
+            next += UInt64(buffer.count / 512)
+        }
+    }
+    func read(into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) {
+        events.append("readv \(lba) x\(buffers.count)")
+        var next = lba
+        for buffer in buffers {
+            try inner.read(into: buffer, at: next)
+            next += UInt64(buffer.count / 512)
+        }
+    }
     func flush() throws(DeviceError) {
         // A flush takes time, as on a disk, so concurrent writes pile up behind it and share the next one.
         usleepSeconds(0.01)
@@ -296,6 +312,40 @@ final class TargetTests: XCTestCase {
         // Replies may leave in either order; what matters is which write reached the media last.
         XCTAssertEqual(Set(replies.map { header($0).tag.rawValue }), [1, 2])
         XCTAssertEqual(device.inner.contents(lba: 5, count: 1), [UInt8](repeating: 0x02, count: 512))
+    }
+
+    func testAdjacentFramesArrivingTogetherBecomeOneVectoredIO() throws {
+        let events = EventLog()
+        let device = RecordingDevice(sectors: 100, events: events)
+        start(device: device)
+        // One 4 KiB initiator write at MTU 1500: four 2-sector frames for LBA 10..17, plus one elsewhere.
+        var frames: [[UInt8]] = []
+        for i in 0..<4 {
+            let data = [UInt8](repeating: UInt8(i + 1), count: 1024)
+            frames.append(ata(.writeSectorsExt, tag: UInt32(i), lba: UInt64(10 + 2 * i), count: 2, data: data))
+        }
+        frames.append(ata(.writeSectorsExt, tag: 9, lba: 50, count: 2, data: [UInt8](repeating: 9, count: 1024)))
+        link.inject(batch: frames)
+        let replies = link.waitForSent(5)
+        XCTAssertEqual(Set(replies.map { header($0).tag.rawValue }), [0, 1, 2, 3, 9])
+        XCTAssertTrue(replies.allSatisfy { ataReply($0).cmdStatus == 0x40 })
+        XCTAssertTrue(events.all.contains("writev 10 x4"), "\(events.all)")
+        for i in 0..<4 {
+            let expected = [UInt8](repeating: UInt8(i + 1), count: 1024)
+            XCTAssertEqual(device.inner.contents(lba: UInt64(10 + 2 * i), count: 2), expected)
+        }
+        XCTAssertEqual(device.inner.contents(lba: 50, count: 2), [UInt8](repeating: 9, count: 1024))
+        // Reads of the same range come back merged too, each reply with its own data.
+        var reads: [[UInt8]] = []
+        for i in 0..<4 { reads.append(ata(.readSectorsExt, tag: UInt32(20 + i), lba: UInt64(10 + 2 * i), count: 2)) }
+        link.inject(batch: reads)
+        let readReplies = link.waitForSent(4)
+        XCTAssertTrue(events.all.contains("readv 10 x4"), "\(events.all)")
+        for reply in readReplies {
+            let i = Int(header(reply).tag.rawValue) - 20
+            XCTAssertEqual(Array(reply[36...]), [UInt8](repeating: UInt8(i + 1), count: 1024))
+        }
+        XCTAssertEqual(target.statistics[.mergedRequests], 8)
     }
 
     func testBufferCountIsHonoured() throws {

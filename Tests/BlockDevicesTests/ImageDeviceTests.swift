@@ -104,6 +104,29 @@ final class ImageDeviceTests: XCTestCase {
         XCTAssertEqual(Syscall.fdatasyncCalls.load(ordering: .relaxed), before + 1)
     }
 
+    func testVectoredWriteAndReadLandAtConsecutiveSectorsOfTheWindow() throws {
+        let path = makeImage(sectors: 32)
+        var options = ImageDevice.Options()
+        options.offsetSectors = 4
+        let device = try ImageDevice(path: path, options: options)
+        let parts = [UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 4096),
+                     UnsafeMutableRawBufferPointer.allocate(byteCount: 512, alignment: 4096),
+                     UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 4096)]
+        defer { parts.forEach { $0.deallocate() } }
+        for (i, part) in parts.enumerated() { part.initializeMemory(as: UInt8.self, repeating: UInt8(0xA0 + i)) }
+        try parts.withUnsafeBufferPointer { try device.write(from: $0, at: 6) }
+        let file = try Data(contentsOf: URL(fileURLWithPath: path))
+        // Window offset 4: LBA 6 is file sector 10; 2 + 1 + 2 sectors.
+        XCTAssertEqual(Array(file[(10 * 512)..<(12 * 512)]), [UInt8](repeating: 0xA0, count: 1024))
+        XCTAssertEqual(Array(file[(12 * 512)..<(13 * 512)]), [UInt8](repeating: 0xA1, count: 512))
+        XCTAssertEqual(Array(file[(13 * 512)..<(15 * 512)]), [UInt8](repeating: 0xA2, count: 1024))
+        XCTAssertEqual(file[15 * 512], 15, "the sector after is untouched")
+        for part in parts { part.initializeMemory(as: UInt8.self, repeating: 0) }
+        try parts.withUnsafeBufferPointer { try device.read(into: $0, at: 6) }
+        XCTAssertEqual(Array(parts[1]), [UInt8](repeating: 0xA1, count: 512))
+        XCTAssertEqual(Array(parts[2]), [UInt8](repeating: 0xA2, count: 1024))
+    }
+
     func testInjectedPwriteFailureSurfacesAsDeviceError() throws {
         let path = makeImage(sectors: 8)
         let device = try ImageDevice(path: path, options: .init())
