@@ -65,9 +65,10 @@ public final class Target: @unchecked Sendable {
         batch = 32
         let linkMTU = link.currentMTU()
         mtu = Atomic(linkMTU)
-        // Slots: the Buffer Count of requests in flight, one receive batch, and one reply per worker that has
-        // completed (no longer counted in flight) but is still being sent.
-        pool = FramePool(slots: configuration.bufferCount + batch + max(1, configuration.workers) + 1,
+        // Slots: up to Buffer Count requests in flight, up to as many completed ones whose replies workers are
+        // still sending (no longer counted in flight, so the initiator may already send more), one receive
+        // batch, and the announcement. Pages are touched only when used.
+        pool = FramePool(slots: 2 * configuration.bufferCount + batch + 1,
                          frameCapacity: max(linkMTU, 9000) + AoELayout.ethernetHeaderSize)
         freeSlots = Array((0..<pool.slotCount).reversed())
         pending = Array(repeating: nil, count: pool.slotCount)
@@ -134,15 +135,24 @@ public final class Target: @unchecked Sendable {
         var lastMTUCheck = monotonicSeconds()
 
         while !stop.load(ordering: .relaxed) {
-            lock.withLock {
-                for i in 0..<batch {
-                    rxSlots[i] = freeSlots.removeLast()
-                }
+            // The pool is sized so a full batch is always free; taking only what is free keeps that a
+            // performance matter, never a crash.
+            let taken = lock.withLock { () -> Int in
+                let n = min(batch, freeSlots.count)
+                for i in 0..<n { rxSlots[i] = freeSlots.removeLast() }
+                return n
             }
-            for i in 0..<batch { rxFrames[i] = pool.frame(rxSlots[i]) }
+            if taken == 0 {
+                usleepSeconds(0.001)
+                continue
+            }
+            for i in 0..<taken { rxFrames[i] = pool.frame(rxSlots[i]) }
+            for i in taken..<batch { rxSlots[i] = -1 }
             let received: Int
             do {
-                received = try link.receive(into: &rxFrames)
+                received = try rxFrames.withUnsafeMutableBufferPointer { frames throws(SystemError) in
+                    try link.receive(UnsafeMutableBufferPointer(rebasing: frames[0..<taken]))
+                }
             } catch {
                 statistics.add(.receiveErrors)
                 log.frame(.warning, "receive on \(link.interfaceName): \(error)")
