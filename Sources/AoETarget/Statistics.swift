@@ -11,7 +11,7 @@ public final class TargetStatistics: @unchecked Sendable {
         case aoeErrorsSent, ataErrors, ataOutOfRange, ataAborted
         case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
         case sendErrors, receiveErrors, mtuChanges, fdatasyncs
-        case passThroughCommands, passThroughRefused, mergedRequests
+        case passThroughCommands, passThroughRefused, mergedRequests, cachedReads
 
         public var name: String {
             switch self {
@@ -42,6 +42,7 @@ public final class TargetStatistics: @unchecked Sendable {
             case .passThroughCommands: "passthrough_commands"
             case .passThroughRefused: "passthrough_refused"
             case .mergedRequests: "merged_requests"
+            case .cachedReads: "reads_from_page_cache"
             }
         }
     }

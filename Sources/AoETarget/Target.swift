@@ -375,7 +375,7 @@ public final class Target: @unchecked Sendable {
             case .send(let command):
                 let range = command.range ?? (0, device.sectorCount)
                 // Commands without a range (IDENTIFY, SMART, FLUSH, ...) are ordered against everything.
-                return enqueue(frame, header, ata, .passThrough(command), slot: slot, range: range, barrier: command.range == nil)
+                return enqueue(&frame, header, ata, .passThrough(command), slot: slot, range: range, barrier: command.range == nil)
             }
         }
         let operation = ATADispatcher.plan(request, payloadLength: payloadLength, capabilities: capabilities)
@@ -411,18 +411,18 @@ public final class Target: @unchecked Sendable {
                 frame = request.frame
                 return .reply
             }
-            return enqueueDeviceWork(frame, header, ata, operation, slot: slot)
+            return enqueueDeviceWork(&frame, header, ata, operation, slot: slot)
         case .passThrough:
             preconditionFailure("the dispatcher never plans pass-through")
         }
     }
 
-    private func enqueueDeviceWork(_ frame: Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation, slot: Int) -> Disposition {
+    private func enqueueDeviceWork(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation, slot: Int) -> Disposition {
         switch operation {
         case .read(let lba, let count), .write(let lba, let count):
-            return enqueue(frame, header, ata, operation, slot: slot, range: (lba, UInt64(count)))
+            return enqueue(&frame, header, ata, operation, slot: slot, range: (lba, UInt64(count)))
         case .flush:
-            return enqueue(frame, header, ata, operation, slot: slot, range: (0, device.sectorCount))
+            return enqueue(&frame, header, ata, operation, slot: slot, range: (0, device.sectorCount))
         default:
             preconditionFailure("\(operation) is not device work")
         }
@@ -446,7 +446,7 @@ public final class Target: @unchecked Sendable {
         frame.padToMinimum()
     }
 
-    private func enqueue(_ frame: Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation,
+    private func enqueue(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation,
                          slot: Int, range: (UInt64, UInt64), barrier: Bool = false) -> Disposition {
         lock.lock()
         // Buffer Count is a promise: beyond it, requests are dropped (AoEr11 3.2) and the initiator resends.
@@ -458,12 +458,33 @@ public final class Target: @unchecked Sendable {
         inFlight += 1
         let durable = operation.writesMedia && !writeCacheEnabled
         pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)
-        if scheduler.admit(id: slot, start: range.0, count: range.1, writes: operation.writesMedia || barrier) {
+        guard scheduler.admit(id: slot, start: range.0, count: range.1, writes: operation.writesMedia || barrier) else {
+            lock.unlock()
+            return .queued
+        }
+        lock.unlock()
+        // An admitted read whose data is in the page cache is answered here, with this batch's replies: no
+        // worker hand-off. Anything that would wait for the disk goes to the workers as before.
+        if case .read(let lba, let count) = operation,
+           device.readIfCached(into: frame.payload(count: count * AoELayout.sectorSize), at: lba) {
+            statistics.add(.reads)
+            statistics.add(.cachedReads)
+            statistics.add(.bytesRead, count * AoELayout.sectorSize)
+            lock.withLock {
+                let nowReady = scheduler.finish(id: slot)
+                readyQueue.append(contentsOf: nowReady)
+                readiedInBatch += nowReady.count
+                pending[slot] = nil
+                inFlight -= 1
+            }
+            finishATA(&frame, header, ata, .ok(TaskFile(ata)), dataBytes: count * AoELayout.sectorSize)
+            return .reply
+        }
+        lock.withLock {
             readyQueue.append(slot)
             // Workers are woken once the whole batch is queued, so adjacent frames can be merged.
             readiedInBatch += 1
         }
-        lock.unlock()
         return .queued
     }
 

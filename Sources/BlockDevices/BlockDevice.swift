@@ -40,6 +40,10 @@ public protocol BlockDevice: AnyObject, Sendable {
     func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError)
     func flush() throws(DeviceError)
 
+    /// Reads only if the data is already in memory (page cache), without waiting for a disk; false otherwise
+    /// (and the buffer's contents are then unspecified). Lets a target answer cached reads at once.
+    func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) -> Bool
+
     /// Reads consecutive sectors starting at `lba` into several buffers (whole sectors each), in one call
     /// where the device can (preadv): adjacent requests merged into one I/O.
     func read(into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError)
@@ -48,6 +52,8 @@ public protocol BlockDevice: AnyObject, Sendable {
 }
 
 extension BlockDevice {
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) -> Bool { false }
+
     /// One call per buffer, for devices without vectored I/O.
     public func read(into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) {
         var next = lba

@@ -48,6 +48,7 @@ public final class ImageDevice: BlockDevice, @unchecked Sendable {
     public var name: String { "image \(path)" }
     private let fd: Int32
     private let byteOffset: Int
+    private let direct: Bool
 
     public init(path: String, options: Options) throws(OpenError) {
         self.path = path
@@ -92,6 +93,7 @@ public final class ImageDevice: BlockDevice, @unchecked Sendable {
             fatalError("unexpected error \(error)")
         }
         self.fd = fd
+        direct = options.direct
         byteOffset = Int(options.offsetSectors) * sectorSize
         capabilities = DeviceCapabilities(writable: !options.readOnly, canFlush: true, bufferAlignment: options.direct ? 4096 : 1,
                                           neverBlocks: Self.isMemoryBacked(fd, path: path))
@@ -112,6 +114,11 @@ public final class ImageDevice: BlockDevice, @unchecked Sendable {
 
     public func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
         do { try Syscall.pwriteFully(fd, buffer, offset: byteOffset + Int(lba) * sectorSize, context: path) } catch { throw DeviceError(error) }
+    }
+
+    /// O_DIRECT reads always go to the disk, so only buffered images can answer from the page cache.
+    public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) -> Bool {
+        !direct && Syscall.preadIfCached(fd, buffer, offset: byteOffset + Int(lba) * sectorSize)
     }
 
     /// Adjacent requests merged by the target arrive here as one preadv / pwritev.

@@ -87,6 +87,12 @@ int CLinuxShims_hasCapability(int capability) {
 
 int CLinuxShims_O_DIRECT(void) { return O_DIRECT; }
 
+#include <sys/uio.h>
+ssize_t CLinuxShims_preadNoWait(int fd, void *buffer, size_t length, off_t offset) {
+    struct iovec v = { .iov_base = buffer, .iov_len = length };
+    return preadv2(fd, &v, 1, offset, RWF_NOWAIT);
+}
+
 int CLinuxShims_filesystemType(int fd, long *type) {
     struct statfs fs;
     if (fstatfs(fd, &fs) < 0) return -1;

@@ -130,6 +130,18 @@ public enum Syscall {
         }
     }
 
+    /// preadv2(2) with RWF_NOWAIT: true when all of `buffer` came from the page cache; false when it would have
+    /// had to wait for the disk (EAGAIN), came back short, or the filesystem does not support it.
+    public static func preadIfCached(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, offset: Int) -> Bool {
+        while true {
+            let n = CLinuxShims_preadNoWait(fd, buffer.baseAddress, buffer.count, off_t(offset))
+            if n == buffer.count { return true }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { checkBug("preadv2", errno) }
+            return false
+        }
+    }
+
     /// fdatasync(2): everything written so far reaches stable storage.
     public static func fdatasync(_ fd: Int32, context: String) throws(SystemError) {
         _ = try retrying("fdatasync", context) { Glibc.fdatasync(fd) }

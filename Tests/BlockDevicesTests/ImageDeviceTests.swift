@@ -127,6 +127,19 @@ final class ImageDeviceTests: XCTestCase {
         XCTAssertEqual(Array(parts[2]), [UInt8](repeating: 0xA2, count: 1024))
     }
 
+    func testReadIfCachedReturnsPageCacheDataAndNeverForDirect() throws {
+        let path = makeImage(sectors: 16)
+        let device = try ImageDevice(path: path, options: .init())
+        let data = [UInt8](repeating: 0x3C, count: 1024)
+        try data.withUnsafeBytes { try device.write(from: $0, at: 4) }
+        var back = [UInt8](repeating: 0, count: 1024)
+        // Just written, so in the page cache.
+        XCTAssertTrue(back.withUnsafeMutableBytes { device.readIfCached(into: $0, at: 4) })
+        XCTAssertEqual(back, data)
+        XCTAssertFalse(NullDevice(sectors: 8).readIfCached(into: UnsafeMutableRawBufferPointer(start: nil, count: 0), at: 0),
+                       "devices without a page cache say no")
+    }
+
     func testInjectedPwriteFailureSurfacesAsDeviceError() throws {
         let path = makeImage(sectors: 8)
         let device = try ImageDevice(path: path, options: .init())

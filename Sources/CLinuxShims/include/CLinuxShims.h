@@ -51,6 +51,10 @@ int CLinuxShims_hasCapability(int capability);
 /// fstatfs(fd)->f_type: <sys/vfs.h> is not in the Swift module.
 int CLinuxShims_filesystemType(int fd, long *type);
 
+/// preadv2(fd, one iovec, offset, RWF_NOWAIT): reads only what the page cache already holds, never waiting
+/// for a disk (EAGAIN otherwise). preadv2 and RWF_NOWAIT are _GNU_SOURCE / <linux/fs.h> names.
+ssize_t CLinuxShims_preadNoWait(int fd, void *buffer, size_t length, off_t offset);
+
 /// O_DIRECT is a _GNU_SOURCE constant.
 int CLinuxShims_O_DIRECT(void);
 
