@@ -23,7 +23,6 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
     case ataFailed(status: UInt8, error: UInt8, lba: UInt64)
     case shortReply(expected: Int, got: Int)
     case system(SystemError)
-    case invalid(String)
 
     public var description: String {
         switch self {
@@ -36,7 +35,6 @@ public enum ClientError: Error, CustomStringConvertible, Equatable {
             (e & 0x10 != 0 ? " (IDNF: address out of range)" : e & 0x04 != 0 ? " (ABRT: command aborted)" : "")
         case .shortReply(let e, let g): "reply carried \(g) data bytes, expected \(e)"
         case .system(let e): e.description
-        case .invalid(let m): m
         }
     }
 }

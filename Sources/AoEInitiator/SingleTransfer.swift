@@ -3,7 +3,6 @@ public final class SingleTransfer: BlockIOSource {
     private var io: BlockIO?
     private var done = false
     public private(set) var error: ClientError?
-    public private(set) var latencyNanoseconds: UInt64 = 0
 
     public init(_ io: BlockIO) { self.io = io }
 
@@ -14,7 +13,6 @@ public final class SingleTransfer: BlockIOSource {
 
     public func completed(_ io: BlockIO, error: ClientError?, latencyNanoseconds: UInt64) {
         self.error = error
-        self.latencyNanoseconds = latencyNanoseconds
         done = true
     }
 

@@ -108,11 +108,6 @@ public struct TagTable: Sendable {
         inFlight -= 1
     }
 
-    /// Abandons a slot (the caller gave up on it for its own reasons).
-    public mutating func cancel(slot: Int) {
-        if case .inFlight = slots[slot] { release(slot) }
-    }
-
     /// Expired frames: resend with a fresh tag, or fail when out of attempts or past the deadline.
     /// Appends to `actions` (kept by the caller so the hot path does not allocate).
     public mutating func tick(now: Double, into actions: inout [TimerAction]) {

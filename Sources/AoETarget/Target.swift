@@ -260,7 +260,10 @@ public final class Target: @unchecked Sendable {
             statistics.add(.droppedOtherAddress)
             return .dropped
         }
-        let admitted = lock.withLock { access.maskAdmits(header.source) }
+        // One look at the access state per frame: the mask, and whether a reservation shuts this source out.
+        let (admitted, reservedAgainst) = lock.withLock {
+            (access.maskAdmits(header.source), !access.reservationAdmits(header.source, isIdentify: false))
+        }
         guard admitted else {
             statistics.add(.droppedMasked)
             return .dropped
@@ -269,7 +272,7 @@ public final class Target: @unchecked Sendable {
             return replyError(&frame, header, .unsupportedVersion)
         }
         switch header.command {
-        case .issueATA: return handleATA(&frame, header, slot: slot)
+        case .issueATA: return handleATA(&frame, header, slot: slot, reservedAgainst: reservedAgainst)
         case .queryConfig: return handleConfig(&frame, header)
         case .macMaskList: return handleMask(&frame, header)
         case .reserveRelease: return handleReserve(&frame, header)
@@ -353,14 +356,13 @@ public final class Target: @unchecked Sendable {
         }
     }
 
-    private func handleATA(_ frame: inout Frame, _ header: AoEHeader, slot: Int) -> Disposition {
+    private func handleATA(_ frame: inout Frame, _ header: AoEHeader, slot: Int, reservedAgainst: Bool) -> Disposition {
         guard let ata = ATAHeader(parsing: frame.bytes) else {
             return replyError(&frame, header, .badArgument)
         }
         let request = TaskFile(ata)
-        let isIdentify = request.command == .identifyDevice
-        let reserved = lock.withLock { !access.reservationAdmits(header.source, isIdentify: isIdentify) }
-        if reserved { return replyError(&frame, header, .targetReserved) }
+        // IDENTIFY is answered while reserved (vblade does; WinAoE discovers with it).
+        if reservedAgainst && request.command != .identifyDevice { return replyError(&frame, header, .targetReserved) }
 
         let payloadLength = frame.length - AoELayout.ataHeaderSize
         if let passThrough {

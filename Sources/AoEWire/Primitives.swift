@@ -19,8 +19,6 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
     public static let zero = MACAddress(rawValue: 0)
 
     public var isBroadcast: Bool { self == .broadcast }
-    /// Bit 0 of the first octet: group address (IEEE 802-2014 8.2).
-    public var isMulticast: Bool { rawValue & (1 << 40) != 0 }
 
     public func byte(_ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: rawValue >> (40 - 8 * UInt64(index))) }
 

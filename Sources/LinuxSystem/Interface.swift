@@ -37,8 +37,6 @@ public struct NetworkInterface: Hashable, Sendable {
 /// Privileges the target needs, checked up front so the error says which one is missing.
 public enum Privileges {
     static let capNetRaw: Int32 = 13
-    static let capSysRawIO: Int32 = 17
 
     public static var canOpenPacketSockets: Bool { CLinuxShims_hasCapability(capNetRaw) != 0 }
-    public static var canSendRawATA: Bool { CLinuxShims_hasCapability(capSysRawIO) != 0 }
 }

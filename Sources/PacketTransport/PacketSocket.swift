@@ -105,14 +105,20 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
         (try? NetworkInterface.currentMTU(interfaceName)) ?? 1500
     }
 
+    /// Points one mmsghdr per frame at its own single iovec.
+    private func prepare(_ headers: UnsafeMutablePointer<CLinuxShims_mmsghdr>, _ vectors: UnsafeMutablePointer<iovec>,
+                         _ frames: UnsafeBufferPointer<Frame>, count: Int, wholeSlot: Bool) {
+        for i in 0..<count {
+            vectors[i] = iovec(iov_base: frames[i].base, iov_len: wholeSlot ? frames[i].capacity : frames[i].length)
+            headers[i] = CLinuxShims_mmsghdr()
+            headers[i].msg_hdr.msg_iov = vectors + i
+            headers[i].msg_hdr.msg_iovlen = 1
+        }
+    }
+
     public func receive(_ frames: UnsafeMutableBufferPointer<Frame>) throws(SystemError) -> Int {
         let count = min(frames.count, maxBatch)
-        for i in 0..<count {
-            rxVectors[i] = iovec(iov_base: frames[i].base, iov_len: frames[i].capacity)
-            rxHeaders[i] = CLinuxShims_mmsghdr()
-            rxHeaders[i].msg_hdr.msg_iov = rxVectors + i
-            rxHeaders[i].msg_hdr.msg_iovlen = 1
-        }
+        prepare(rxHeaders, rxVectors, UnsafeBufferPointer(frames), count: count, wholeSlot: true)
         // MSG_WAITFORONE: block (up to SO_RCVTIMEO) for the first frame, then take whatever else is queued.
         let n = try Syscall.recvmmsg(fd, rxHeaders, count: count, flags: Int32(MSG_WAITFORONE), context: interfaceName)
         for i in 0..<n {
@@ -126,20 +132,19 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
 
     public func send(_ frames: UnsafeBufferPointer<Frame>) throws(SystemError) -> Int {
         let count = min(frames.count, maxBatch)
-        for i in 0..<count {
-            txVectors[i] = iovec(iov_base: frames[i].base, iov_len: frames[i].length)
-            txHeaders[i] = CLinuxShims_mmsghdr()
-            txHeaders[i].msg_hdr.msg_iov = txVectors + i
-            txHeaders[i].msg_hdr.msg_iovlen = 1
-            pcap?.record(frames[i].bytes)
-        }
-        return try Syscall.sendmmsg(fd, txHeaders, count: count, context: interfaceName)
+        prepare(txHeaders, txVectors, frames, count: count, wholeSlot: false)
+        let sent = try Syscall.sendmmsg(fd, txHeaders, count: count, context: interfaceName)
+        // Only what left: a frame the kernel did not take is sent (and recorded) again by the caller.
+        for i in 0..<sent { pcap?.record(frames[i].bytes) }
+        return sent
     }
 
     public func sendOne(_ frame: Frame) throws(SystemError) {
-        pcap?.record(frame.bytes)
         while true {
-            if Glibc.send(fd, frame.base, frame.length, 0) >= 0 { return }
+            if Glibc.send(fd, frame.base, frame.length, 0) >= 0 {
+                pcap?.record(frame.bytes)
+                return
+            }
             let err = errno
             if err == EINTR { continue }
             throw SystemError(call: "send", errno: err, context: interfaceName)
