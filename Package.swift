@@ -15,10 +15,11 @@ let package = Package(
     ],
     targets: [
         .target(name: "CLinuxShims"),
+        .target(name: "CIOUring", linkerSettings: [.linkedLibrary("uring")]),
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
         .target(name: "AoEWire"),
         .target(name: "ATACore", dependencies: ["AoEWire"]),
-        .target(name: "LinuxSystem", dependencies: ["CLinuxShims"]),
+        .target(name: "LinuxSystem", dependencies: ["CLinuxShims", "CIOUring"]),
         .target(name: "BlockDevices", dependencies: ["ATACore", "LinuxSystem", "CLinuxShims"]),
         .target(name: "PacketTransport", dependencies: ["AoEWire", "LinuxSystem", "CLinuxShims", "CPcap"]),
         .target(name: "AoETarget", dependencies: ["AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem"]),

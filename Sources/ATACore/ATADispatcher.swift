@@ -44,6 +44,14 @@ public enum ATAOperation: Hashable, Sendable {
         default: false
         }
     }
+
+    /// The sectors a read or write moves; nil for every other operation.
+    public var transferRange: (lba: UInt64, count: Int)? {
+        switch self {
+        case .read(let lba, let count), .write(let lba, let count): (lba, count)
+        default: nil
+        }
+    }
 }
 
 /// The registers of an ATA reply and how many data bytes follow the header.

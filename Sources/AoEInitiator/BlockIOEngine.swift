@@ -108,13 +108,15 @@ public final class BlockIOEngine {
         activeCount += 1
     }
 
-    /// Builds frames for unsent parts of active I/Os, round-robin, while the window allows.
+    /// Builds frames for unsent parts of active I/Os while the window allows: all of one I/O's frames, back to
+    /// back, before the next I/O's (as the Linux driver does), so a target sees them together and can merge
+    /// them into one device request; I/Os take turns round-robin.
     private func sendParts() throws(ClientError) {
         var scanned = 0
         while tags.canSend && scanned < queueDepth {
             let a = cursor
-            cursor = (cursor + 1) % queueDepth
             guard actives[a].inUse, actives[a].error == nil, actives[a].nextSector < actives[a].io.sectors else {
+                cursor = (cursor + 1) % queueDepth
                 scanned += 1
                 continue
             }

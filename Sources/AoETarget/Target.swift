@@ -25,24 +25,26 @@ public final class Target: @unchecked Sendable {
     private let passThrough: (device: any ATAPassThroughDevice, policy: PassThroughPolicy)?
 
     // Guarded by `lock`.
-    private let lock = ConditionLock()
+    let lock = ConditionLock()
     private var access: ExportAccess
     private var configString: ConfigStringState
     private var writeCacheEnabled: Bool
-    private var scheduler = RequestScheduler()
-    private var freeSlots: [Int]
-    private var pending: [PendingRequest?]
-    private var readyQueue: [Int] = []
-    private var readyHead = 0
-    private var inFlight = 0
+    var scheduler = RequestScheduler()
+    var freeSlots: [Int]
+    var pending: [PendingRequest?]
+    var readyQueue: [Int] = []
+    var readyHead = 0
+    var inFlight = 0
     /// Requests made ready during the current receive batch (receive thread only).
     private var readiedInBatch = 0
-    /// Completed requests whose replies workers are sending.
-    private var sending = 0
+    /// Completed requests whose replies are being sent.
+    var sending = 0
     private var stopping = false
 
     private let mtu: Atomic<Int>
     private var workerThreads: [pthread_t] = []
+    /// Set when device work is queued in the kernel (io_uring) instead of running on worker threads.
+    let ioQueue: DeviceIOQueue?
 
     struct PendingRequest {
         var frame: Frame
@@ -82,6 +84,8 @@ public final class Target: @unchecked Sendable {
             precondition(passThroughPolicy == nil, "pass-through needs a device that supports it")
             passThrough = nil
         }
+        ioQueue = Self.makeIOQueue(configuration: configuration, device: device, slots: pool.slotCount,
+                                   passThrough: passThrough != nil, log: log)
         identifyBase = IdentifyParameters(
             sectors: device.sectorCount, model: configuration.model,
             serial: configuration.serial ?? Self.serial(for: device.identity),
@@ -126,76 +130,108 @@ public final class Target: @unchecked Sendable {
     /// Starts the workers, announces the export, and serves until `stop` becomes true; then finishes the
     /// requests in flight, flushes the device, and returns.
     public func run(until stop: borrowing Atomic<Bool>) {
-        startWorkers()
-        announce()
-        var rxFrames = [Frame](repeating: pool.frame(0), count: batch)
-        var rxSlots = [Int](repeating: 0, count: batch)
-        var txFrames = [Frame](repeating: pool.frame(0), count: batch)
-        var txSlots = [Int](repeating: 0, count: batch)
-        var lastMTUCheck = monotonicSeconds()
-
-        while !stop.load(ordering: .relaxed) {
-            // The pool is sized so a full batch is always free; taking only what is free keeps that a
-            // performance matter, never a crash.
-            let taken = lock.withLock { () -> Int in
-                let n = min(batch, freeSlots.count)
-                for i in 0..<n { rxSlots[i] = freeSlots.removeLast() }
-                return n
-            }
-            if taken == 0 {
-                usleepSeconds(0.001)
-                continue
-            }
-            for i in 0..<taken { rxFrames[i] = pool.frame(rxSlots[i]) }
-            for i in taken..<batch { rxSlots[i] = -1 }
-            let received: Int
-            do {
-                received = try rxFrames.withUnsafeMutableBufferPointer { frames throws(SystemError) in
-                    try link.receive(UnsafeMutableBufferPointer(rebasing: frames[0..<taken]))
-                }
-            } catch {
-                statistics.add(.receiveErrors)
-                log.frame(.warning, "receive on \(link.interfaceName): \(error)")
-                usleepSeconds(0.05)
-                received = 0
-            }
-            statistics.add(.framesReceived, received)
-
-            var txCount = 0
-            for i in 0..<received {
-                switch handle(&rxFrames[i], slot: rxSlots[i]) {
-                case .reply:
-                    txFrames[txCount] = rxFrames[i]
-                    txSlots[txCount] = rxSlots[i]
-                    txCount += 1
-                    rxSlots[i] = -1
-                case .queued:
-                    rxSlots[i] = -1
-                case .dropped:
-                    break
-                }
-            }
-            if readiedInBatch > 0 {
-                lock.withLock {
-                    for _ in 0..<min(readiedInBatch, max(1, configuration.workers)) { lock.signal() }
-                }
-                readiedInBatch = 0
-            }
-            if txCount > 0 { sendBatch(txFrames, count: txCount) }
-            lock.withLock {
-                for i in 0..<batch where rxSlots[i] >= 0 { freeSlots.append(rxSlots[i]) }
-                for i in 0..<txCount { freeSlots.append(txSlots[i]) }
-            }
-            let now = monotonicSeconds()
-            if now - lastMTUCheck >= 1 {
-                lastMTUCheck = now
-                refreshMTU()
+        var scratch = BatchScratch(batch: batch, placeholder: pool.frame(0))
+        if let ioQueue {
+            announce()
+            runEventLoop(ioQueue, scratch: &scratch, until: stop)
+        } else {
+            startWorkers()
+            announce()
+            var lastMTUCheck = monotonicSeconds()
+            while !stop.load(ordering: .relaxed) {
+                _ = serveBatch(&scratch, wait: true)
+                checkMTU(every: 1, last: &lastMTUCheck)
             }
         }
         drain()
     }
 
-    private func sendBatch(_ frames: [Frame], count: Int) {
+    /// The receiving thread's frames: one receive batch and the replies it sends at once.
+    struct BatchScratch {
+        var rxFrames: [Frame]
+        var rxSlots: [Int]
+        var txFrames: [Frame]
+        var txSlots: [Int]
+        init(batch: Int, placeholder: Frame) {
+            rxFrames = Array(repeating: placeholder, count: batch)
+            rxSlots = Array(repeating: 0, count: batch)
+            txFrames = rxFrames
+            txSlots = rxSlots
+        }
+    }
+
+    func checkMTU(every seconds: Double, last: inout Double) {
+        let now = monotonicSeconds()
+        if now - last >= seconds {
+            last = now
+            refreshMTU()
+        }
+    }
+
+    /// Receives one batch (waiting a bounded time for its first frame, or not at all), handles every frame,
+    /// sends the replies that are ready at once in one batch, and hands device work on. Returns the number of
+    /// frames received.
+    func serveBatch(_ s: inout BatchScratch, wait: Bool) -> Int {
+        // The pool is sized so a full batch is always free; taking only what is free keeps that a
+        // performance matter, never a crash.
+        let taken = lock.withLock { () -> Int in
+            let n = min(batch, freeSlots.count)
+            for i in 0..<n { s.rxSlots[i] = freeSlots.removeLast() }
+            return n
+        }
+        if taken == 0 {
+            usleepSeconds(0.001)
+            return 0
+        }
+        for i in 0..<taken { s.rxFrames[i] = pool.frame(s.rxSlots[i]) }
+        for i in taken..<batch { s.rxSlots[i] = -1 }
+        var received: Int
+        do {
+            received = try s.rxFrames.withUnsafeMutableBufferPointer { frames throws(SystemError) in
+                let window = UnsafeMutableBufferPointer(rebasing: frames[0..<taken])
+                return wait ? try link.receive(window) : try link.receiveWithoutWaiting(window)
+            }
+        } catch {
+            statistics.add(.receiveErrors)
+            log.frame(.warning, "receive on \(link.interfaceName): \(error)")
+            usleepSeconds(0.05)
+            received = 0
+        }
+        statistics.add(.framesReceived, received)
+
+        var txCount = 0
+        for i in 0..<received {
+            switch handle(&s.rxFrames[i], slot: s.rxSlots[i]) {
+            case .reply:
+                s.txFrames[txCount] = s.rxFrames[i]
+                s.txSlots[txCount] = s.rxSlots[i]
+                txCount += 1
+                s.rxSlots[i] = -1
+            case .queued:
+                s.rxSlots[i] = -1
+            case .dropped:
+                break
+            }
+        }
+        if readiedInBatch > 0 {
+            if let ioQueue {
+                prepareReady(ioQueue)
+            } else {
+                lock.withLock {
+                    for _ in 0..<min(readiedInBatch, max(1, configuration.workers)) { lock.signal() }
+                }
+            }
+            readiedInBatch = 0
+        }
+        if txCount > 0 { sendBatch(s.txFrames, count: txCount) }
+        lock.withLock {
+            for i in 0..<batch where s.rxSlots[i] >= 0 { freeSlots.append(s.rxSlots[i]) }
+            for i in 0..<txCount { freeSlots.append(s.txSlots[i]) }
+        }
+        return received
+    }
+
+    func sendBatch(_ frames: [Frame], count: Int) {
         var sent = 0
         while sent < count {
             do {
@@ -437,7 +473,7 @@ public final class Target: @unchecked Sendable {
     }
 
     /// Writes the reply registers and length for an ATA request answered from `frame`'s slot.
-    private func finishATA(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ registers: ATAReply, dataBytes: Int) {
+    func finishATA(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ registers: ATAReply, dataBytes: Int) {
         if registers.status.contains(.error) {
             statistics.add(.ataErrors)
             statistics.add(registers.error.contains(.idNotFound) ? .ataOutOfRange : .ataAborted)
@@ -526,7 +562,8 @@ public final class Target: @unchecked Sendable {
             }
             group.removeAll(keepingCapacity: true)
             slots.removeAll(keepingCapacity: true)
-            takeAdjacent(into: &group, slots: &slots)
+            takeAdjacent(into: &slots)
+            for slot in slots { group.append(pending[slot]!) }
             lock.unlock()
 
             if group.count == 1 {
@@ -564,21 +601,19 @@ public final class Target: @unchecked Sendable {
     /// continue it on the media (the frames of one initiator I/O arrive together): one vectored I/O for all.
     /// Caller holds the lock. Every request taken was already admitted by the scheduler, and adjacent ranges do
     /// not overlap, so running them together keeps the ordering rule.
-    private func takeAdjacent(into group: inout [PendingRequest], slots: inout [Int]) {
+    func takeAdjacent(into slots: inout [Int]) {
         func take() {
-            let slot = readyQueue[readyHead]
+            slots.append(readyQueue[readyHead])
             readyHead += 1
-            group.append(pending[slot]!)
-            slots.append(slot)
         }
         take()
         var end: UInt64
-        let first = group[0]
+        let first = pending[slots[0]]!
         switch first.operation {
         case .read(let lba, let count), .write(let lba, let count): end = lba + UInt64(count)
         default: end = 0
         }
-        while end > 0 && group.count < Self.maxMerge && readyHead < readyQueue.count {
+        while end > 0 && slots.count < Self.maxMerge && readyHead < readyQueue.count {
             let next = pending[readyQueue[readyHead]]!
             guard next.durable == first.durable else { break }
             switch (first.operation, next.operation) {
@@ -621,19 +656,27 @@ public final class Target: @unchecked Sendable {
         } catch {
             failure = error
         }
-        statistics.add(.mergedRequests, group.count)
+        countTransfer(requests: group.count, write: isWrite, bytes: bytes, at: firstLBA, failure: failure)
+        for i in group.indices { finishTransfer(&group[i], succeeded: failure == nil) }
+    }
+
+    /// Statistics (and the log line on failure) for one device transfer of `requests` merged requests.
+    func countTransfer(requests: Int, write: Bool, bytes: Int, at lba: UInt64, failure: DeviceError?) {
+        if requests > 1 { statistics.add(.mergedRequests, requests) }
         if let failure {
             statistics.add(.deviceErrors)
-            log.frame(.error, "\(isWrite ? "write" : "read") of \(group.count) merged requests at LBA \(firstLBA) failed: \(failure); replying ABRT")
+            log.frame(.error, "\(write ? "write" : "read") of \(requests) request(s) at LBA \(lba) failed: \(failure); replying ABRT")
         } else {
-            statistics.add(isWrite ? .writes : .reads, group.count)
-            statistics.add(isWrite ? .bytesWritten : .bytesRead, bytes)
+            statistics.add(write ? .writes : .reads, requests)
+            statistics.add(write ? .bytesWritten : .bytesRead, bytes)
         }
-        for i in group.indices {
-            let task = TaskFile(group[i].ata)
-            let dataBytes = failure == nil && !isWrite ? buffers[i].count : 0
-            finishATA(&group[i].frame, group[i].header, group[i].ata, ATADispatcher.reply(to: task, succeeded: failure == nil), dataBytes: dataBytes)
-        }
+    }
+
+    /// Turns a read or write request's frame into its reply (with the data for a read that succeeded).
+    func finishTransfer(_ request: inout PendingRequest, succeeded: Bool) {
+        var dataBytes = 0
+        if succeeded, case .read(_, let count) = request.operation { dataBytes = count * AoELayout.sectorSize }
+        finishATA(&request.frame, request.header, request.ata, ATADispatcher.reply(to: TaskFile(request.ata), succeeded: succeeded), dataBytes: dataBytes)
     }
 
     /// Runs the device operation and turns `request.frame` into its reply.

@@ -16,7 +16,9 @@ public struct TargetConfiguration: Sendable {
     public var firmwareVersion: UInt16 = 0x0100
     /// Every acknowledged write is on stable storage (group commit). The remote cannot turn this off.
     public var durableWrites = false
-    /// Threads running device I/O.
+    /// How device I/O runs: queued in the kernel (io_uring) or on worker threads.
+    public var ioEngine: IOEngine = .automatic
+    /// Threads running device I/O when it runs on threads; the bound on the kernel's own I/O threads with io_uring.
     public var workers = 16
     /// Upper bound on sectors in one command, whatever the MTU allows.
     public var maxSectorsPerCommand = 255
@@ -24,4 +26,11 @@ public struct TargetConfiguration: Sendable {
     public init(address: ShelfSlot) { self.address = address }
 
     public static let bufferCountRange = 2...65535
+}
+
+public enum IOEngine: String, CaseIterable, Sendable {
+    /// io_uring for image files and block devices when the kernel allows it, threads otherwise.
+    case automatic = "auto"
+    case ioUring = "io_uring"
+    case threads
 }

@@ -51,6 +51,16 @@ public protocol BlockDevice: AnyObject, Sendable {
     func write(from buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError)
 }
 
+/// A device whose sectors are one byte range of one open file (image or block device): a target may queue its
+/// reads and writes in the kernel (io_uring) instead of calling `read`/`write` from threads.
+public protocol FileBackedDevice: BlockDevice {
+    var fileDescriptor: Int32 { get }
+    /// O_DIRECT: transfers go between the disk and the caller's buffers, segment by segment.
+    var bypassesPageCache: Bool { get }
+    /// Where sector `lba` of the export starts in the file (an image window starts past its offset).
+    func fileOffset(of lba: UInt64) -> Int
+}
+
 extension BlockDevice {
     public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) -> Bool { false }
 

@@ -3,7 +3,7 @@ import LinuxSystem
 import CLinuxShims
 
 /// A disk image: a regular file or a block device, optionally a window of it (offset and length in sectors).
-public final class ImageDevice: BlockDevice, @unchecked Sendable {
+public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
     public struct Options: Hashable, Sendable {
         public var readOnly = false
         /// O_DIRECT: bypass the page cache (buffers and offsets 512-aligned).
@@ -101,6 +101,10 @@ public final class ImageDevice: BlockDevice, @unchecked Sendable {
 
     deinit { Syscall.close(fd) }
 
+    public var fileDescriptor: Int32 { fd }
+    public var bypassesPageCache: Bool { direct }
+    public func fileOffset(of lba: UInt64) -> Int { byteOffset + Int(lba) * sectorSize }
+
     /// tmpfs and ramfs keep files in memory: reads and writes never wait for a disk.
     static func isMemoryBacked(_ fd: Int32, path: String) -> Bool {
         let tmpfsMagic = 0x0102_1994, ramfsMagic = 0x8584_58F6
@@ -109,16 +113,16 @@ public final class ImageDevice: BlockDevice, @unchecked Sendable {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
-        do { try Syscall.preadFully(fd, buffer, offset: byteOffset + Int(lba) * sectorSize, context: path) } catch { throw DeviceError(error) }
+        do { try Syscall.preadFully(fd, buffer, offset: fileOffset(of: lba), context: path) } catch { throw DeviceError(error) }
     }
 
     public func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
-        do { try Syscall.pwriteFully(fd, buffer, offset: byteOffset + Int(lba) * sectorSize, context: path) } catch { throw DeviceError(error) }
+        do { try Syscall.pwriteFully(fd, buffer, offset: fileOffset(of: lba), context: path) } catch { throw DeviceError(error) }
     }
 
     /// O_DIRECT reads always go to the disk, so only buffered images can answer from the page cache.
     public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) -> Bool {
-        !direct && Syscall.preadIfCached(fd, buffer, offset: byteOffset + Int(lba) * sectorSize)
+        !direct && Syscall.preadIfCached(fd, buffer, offset: fileOffset(of: lba))
     }
 
     /// Adjacent requests merged by the target arrive here as one preadv / pwritev.
@@ -135,7 +139,7 @@ public final class ImageDevice: BlockDevice, @unchecked Sendable {
         precondition(buffers.count <= Self.maxVectors)
         try withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count) { (iovecs) throws(DeviceError) in
             do throws(SystemError) {
-                try Syscall.vectored(fd, write: write, buffers, iovecs: iovecs.baseAddress!, offset: byteOffset + Int(lba) * sectorSize, context: path)
+                try Syscall.vectored(fd, write: write, buffers, iovecs: iovecs.baseAddress!, offset: fileOffset(of: lba), context: path)
             } catch { throw DeviceError(error) }
         }
     }

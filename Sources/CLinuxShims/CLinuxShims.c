@@ -7,6 +7,7 @@
 #include <sys/ioctl.h>
 #include <sys/file.h>
 #include <sys/vfs.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <linux/fs.h>
 #include <linux/capability.h>
@@ -99,3 +100,5 @@ int CLinuxShims_filesystemType(int fd, long *type) {
     *type = (long)fs.f_type;
     return 0;
 }
+
+int CLinuxShims_eventCounter(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }

@@ -13,6 +13,8 @@ public final class EmbeddedLink: FrameLink, @unchecked Sendable {
     /// Called for each sent frame, under no lock.
     public var onSend: (@Sendable ([UInt8]) -> Void)?
 
+    private let readiness = EventCounter()
+
     public init(mac: MACAddress, mtu: Int = 1500) {
         macAddress = mac
         self.mtu = mtu
@@ -28,6 +30,7 @@ public final class EmbeddedLink: FrameLink, @unchecked Sendable {
             inbox.append(contentsOf: frames)
             lock.broadcast()
         }
+        readiness.signal()
     }
 
     /// Takes every frame sent so far.
@@ -50,16 +53,26 @@ public final class EmbeddedLink: FrameLink, @unchecked Sendable {
     }
 
     public func receive(_ frames: UnsafeMutableBufferPointer<Frame>) throws(SystemError) -> Int {
-        var taken: [[UInt8]] = []
         let deadline = monotonicSeconds() + 0.05
-        while taken.isEmpty && monotonicSeconds() < deadline {
-            taken = lock.withLock {
-                let n = min(frames.count, inbox.count)
-                defer { inbox.removeFirst(n) }
-                return Array(inbox.prefix(n))
-            }
-            if taken.isEmpty { usleepSeconds(0.001) }
+        while true {
+            let n = receiveWithoutWaiting(frames)
+            if n > 0 || monotonicSeconds() >= deadline { return n }
+            usleepSeconds(0.001)
         }
+    }
+
+    /// Readable while injected frames wait: every inject adds to the counter, every receive clears it first,
+    /// so a frame injected after a receive always leaves it readable.
+    public var readinessDescriptor: Int32 { readiness.descriptor }
+
+    public func receiveWithoutWaiting(_ frames: UnsafeMutableBufferPointer<Frame>) -> Int {
+        readiness.clear()
+        let (taken, more) = lock.withLock {
+            let n = min(frames.count, inbox.count)
+            defer { inbox.removeFirst(n) }
+            return (Array(inbox.prefix(n)), inbox.count > n)
+        }
+        if more { readiness.signal() }   // frames left behind keep the descriptor readable
         for (i, bytes) in taken.enumerated() {
             let n = min(bytes.count, frames[i].capacity)
             bytes.withUnsafeBytes { frames[i].base.copyMemory(from: $0.baseAddress!, byteCount: n) }

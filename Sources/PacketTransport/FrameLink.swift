@@ -10,6 +10,11 @@ public protocol FrameLink: AnyObject, Sendable {
     /// Fills `frames` (their lengths) with up to `frames.count` received frames; waits a bounded time for
     /// the first one and returns 0 if none came. Only one thread receives.
     func receive(_ frames: UnsafeMutableBufferPointer<Frame>) throws(SystemError) -> Int
+    /// Like `receive`, but returns 0 at once when no frame is queued.
+    func receiveWithoutWaiting(_ frames: UnsafeMutableBufferPointer<Frame>) throws(SystemError) -> Int
+    /// A descriptor that polls readable while frames are queued, so an event loop can wait for frames and
+    /// other events at once.
+    var readinessDescriptor: Int32 { get }
     /// Sends frames in one batch; returns how many the kernel took. Callable from the receiving thread only.
     func send(_ frames: UnsafeBufferPointer<Frame>) throws(SystemError) -> Int
     /// Sends one frame; callable from any thread.

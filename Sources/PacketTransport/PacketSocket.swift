@@ -117,10 +117,20 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
     }
 
     public func receive(_ frames: UnsafeMutableBufferPointer<Frame>) throws(SystemError) -> Int {
+        // MSG_WAITFORONE: block (up to SO_RCVTIMEO) for the first frame, then take whatever else is queued.
+        try receive(frames, flags: Int32(MSG_WAITFORONE))
+    }
+
+    public func receiveWithoutWaiting(_ frames: UnsafeMutableBufferPointer<Frame>) throws(SystemError) -> Int {
+        try receive(frames, flags: Int32(MSG_DONTWAIT))
+    }
+
+    public var readinessDescriptor: Int32 { fd }
+
+    private func receive(_ frames: UnsafeMutableBufferPointer<Frame>, flags: Int32) throws(SystemError) -> Int {
         let count = min(frames.count, maxBatch)
         prepare(rxHeaders, rxVectors, UnsafeBufferPointer(frames), count: count, wholeSlot: true)
-        // MSG_WAITFORONE: block (up to SO_RCVTIMEO) for the first frame, then take whatever else is queued.
-        let n = try Syscall.recvmmsg(fd, rxHeaders, count: count, flags: Int32(MSG_WAITFORONE), context: interfaceName)
+        let n = try Syscall.recvmmsg(fd, rxHeaders, count: count, flags: flags, context: interfaceName)
         for i in 0..<n {
             frames[i].length = Int(rxHeaders[i].msg_len)
             // A frame longer than the slot arrives truncated (MSG_TRUNC): mark it so the parser rejects it.

@@ -77,7 +77,10 @@ struct AoETargetCommand: ParsableCommand {
     @Option(help: "IDENTIFY serial number (20 characters at most; default: derived from the image, stable across restarts).")
     var serial: String?
 
-    @Option(help: "Threads doing device I/O for disk-backed images (memory-backed ones are served on the receive thread). Each has one request in flight on the device.")
+    @Option(name: .customLong("io-engine"), help: "How device I/O runs for disk-backed images: io_uring (every request queued in the kernel, submitted and completed in batches), threads (--workers threads, one request each), or auto (io_uring when the kernel allows it). Memory-backed images are served on the receive thread, --passthrough uses threads.")
+    var ioEngine: IOEngine = .automatic
+
+    @Option(help: "With the threads engine: threads doing device I/O, one request each in flight on the device. With io_uring: the bound on the kernel's worker threads for requests that must block.")
     var workers: Int = 16
 
     @Flag(help: "FILE is a real ATA drive (/dev/sdX or /dev/sgN): send every ATA command to it through SG_IO (SAT ATA PASS-THROUGH) and return the drive's own registers. Commands outside the allowlist get ABRT.")
@@ -177,6 +180,7 @@ struct AoETargetCommand: ParsableCommand {
         configuration.serial = serial
         configuration.durableWrites = sync
         configuration.workers = workers
+        configuration.ioEngine = ioEngine
         let socket: PacketSocket
         do {
             // Room for a full Buffer Count of jumbo frames in the socket's receive queue.
@@ -187,7 +191,10 @@ struct AoETargetCommand: ParsableCommand {
         let policy = passthrough ? PassThroughPolicy(allowedOpcodes: try allowATA.map(parseOpcodes) ?? [], allowAll: allowAllATA, readOnly: readOnly) : nil
         if allowAllATA { log.log(.warning, "--allow-all-ata: every ATA command reaches \(file), including ones that erase it or replace its firmware") }
         let target = Target(configuration: configuration, device: device, link: socket, log: log, passThroughPolicy: policy)
-        log.log(.info, "serving \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(sync ? ", durable writes" : "")) as e\(configuration.address) on \(netif) (\(socket.macAddress), MTU \(socket.currentMTU()), \(target.configuration.bufferCount) buffers)")
+        if ioEngine == .ioUring && !target.usesIOUring && !device.capabilities.neverBlocks && !passthrough {
+            throw fail("--io-engine io_uring: the kernel refused io_uring (see the log line above); use --io-engine threads")
+        }
+        log.log(.info, "serving \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(sync ? ", durable writes" : ""), \(target.ioDescription)) as e\(configuration.address) on \(netif) (\(socket.macAddress), MTU \(socket.currentMTU()), \(target.configuration.bufferCount) buffers)")
 
         let control = SignalControl(signals: signals, target: target, log: log)
         control.start()
@@ -243,3 +250,5 @@ final class SignalControl: @unchecked Sendable {
         }
     }
 }
+
+extension IOEngine: ExpressibleByArgument {}

@@ -58,4 +58,7 @@ ssize_t CLinuxShims_preadNoWait(int fd, void *buffer, size_t length, off_t offse
 /// O_DIRECT is a _GNU_SOURCE constant.
 int CLinuxShims_O_DIRECT(void);
 
+/// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): <sys/eventfd.h> is not in the Swift module.
+int CLinuxShims_eventCounter(void);
+
 #endif
