@@ -37,6 +37,8 @@ public final class Target: @unchecked Sendable {
     var inFlight = 0
     /// Requests made ready during the current receive batch (receive thread only).
     private var readiedInBatch = 0
+    /// The request `handle` returned `.inline` for (receive thread only).
+    private var inlineRequest: PendingRequest?
     /// Completed requests whose replies are being sent.
     var sending = 0
     private var stopping = false
@@ -152,11 +154,36 @@ public final class Target: @unchecked Sendable {
         var rxSlots: [Int]
         var txFrames: [Frame]
         var txSlots: [Int]
+        var txCount = 0
+        /// Consecutive inline transfers that continue one another on the media, and their places in the batch:
+        /// run as one vectored call when the run ends.
+        var run: [PendingRequest] = []
+        var runIndices: [Int] = []
+        var runBuffers: [UnsafeMutableRawBufferPointer] = []
         init(batch: Int, placeholder: Frame) {
             rxFrames = Array(repeating: placeholder, count: batch)
             rxSlots = Array(repeating: 0, count: batch)
             txFrames = rxFrames
             txSlots = rxSlots
+            run.reserveCapacity(batch)
+            runIndices.reserveCapacity(batch)
+            runBuffers.reserveCapacity(batch)
+        }
+
+        mutating func reply(_ i: Int) {
+            txFrames[txCount] = rxFrames[i]
+            txSlots[txCount] = rxSlots[i]
+            txCount += 1
+            rxSlots[i] = -1
+        }
+
+        /// Whether `request` continues the run: the same kind and durability, starting where the run ends.
+        func continuesRun(_ request: PendingRequest) -> Bool {
+            guard let last = run.last, run.count < Target.maxMerge,
+                  let (lba, _) = request.operation.transferRange, let (lastLBA, lastCount) = last.operation.transferRange
+            else { return false }
+            return request.operation.writesMedia == last.operation.writesMedia && request.durable == last.durable
+                && lba == lastLBA + UInt64(lastCount)
         }
     }
 
@@ -199,20 +226,24 @@ public final class Target: @unchecked Sendable {
         }
         statistics.add(.framesReceived, received)
 
-        var txCount = 0
+        s.txCount = 0
         for i in 0..<received {
             switch handle(&s.rxFrames[i], slot: s.rxSlots[i]) {
             case .reply:
-                s.txFrames[txCount] = s.rxFrames[i]
-                s.txSlots[txCount] = s.rxSlots[i]
-                txCount += 1
-                s.rxSlots[i] = -1
+                s.reply(i)
             case .queued:
                 s.rxSlots[i] = -1
             case .dropped:
                 break
+            case .inline:
+                let request = inlineRequest.take()!
+                if !s.continuesRun(request) { finishInlineRun(&s) }
+                s.run.append(request)
+                s.runIndices.append(i)
             }
         }
+        finishInlineRun(&s)
+        let txCount = s.txCount
         if readiedInBatch > 0 {
             if let ioQueue {
                 prepareReady(ioQueue)
@@ -229,6 +260,18 @@ public final class Target: @unchecked Sendable {
             for i in 0..<txCount { freeSlots.append(s.txSlots[i]) }
         }
         return received
+    }
+
+    /// Runs the inline run (one vectored call when it has several requests) and queues its replies.
+    private func finishInlineRun(_ s: inout BatchScratch) {
+        if s.run.isEmpty { return }
+        if s.run.count == 1 { perform(&s.run[0]) } else { performMerged(&s.run, buffers: &s.runBuffers) }
+        for (k, i) in s.runIndices.enumerated() {
+            s.rxFrames[i] = s.run[k].frame
+            s.reply(i)
+        }
+        s.run.removeAll(keepingCapacity: true)
+        s.runIndices.removeAll(keepingCapacity: true)
     }
 
     func sendBatch(_ frames: [Frame], count: Int) {
@@ -275,7 +318,8 @@ public final class Target: @unchecked Sendable {
 
     // MARK: - Per-frame handling (receive thread)
 
-    enum Disposition { case reply, queued, dropped }
+    /// `inline`: device work to run on the receiving thread, left in `inlineRequest`.
+    enum Disposition { case reply, queued, dropped, inline }
 
     func handle(_ frame: inout Frame, slot: Int) -> Disposition {
         let bytes = frame.bytes
@@ -441,13 +485,11 @@ public final class Target: @unchecked Sendable {
             return .reply
         case .read, .write, .flush:
             if device.capabilities.neverBlocks {
-                // Memory-backed device: run it here, in arrival order (so ordering holds by construction), and
-                // let the reply leave with this batch's sendmmsg instead of waking a worker.
-                var request = PendingRequest(frame: frame, header: header, ata: ata, operation: operation,
-                                             durable: operation.writesMedia && lock.withLock { !writeCacheEnabled })
-                perform(&request)
-                frame = request.frame
-                return .reply
+                // Memory-backed device: run it on this thread, in arrival order (so ordering holds by
+                // construction), with the reply in this batch's sendmmsg instead of waking a worker.
+                inlineRequest = PendingRequest(frame: frame, header: header, ata: ata, operation: operation,
+                                               durable: operation.writesMedia && lock.withLock { !writeCacheEnabled })
+                return .inline
             }
             return enqueueDeviceWork(&frame, header, ata, operation, slot: slot)
         case .passThrough:

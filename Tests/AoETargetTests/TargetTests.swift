@@ -21,23 +21,28 @@ final class RecordingDevice: BlockDevice, @unchecked Sendable {
     let inner: MemoryDevice
     let events: EventLog
     let slowMarker: UInt8?
+    let neverBlocks: Bool
     var sectorCount: UInt64 { inner.sectorCount }
-    /// Slow on purpose, so it goes through the worker pool like a disk.
+    /// By default slow on purpose, so it goes through the worker pool like a disk.
     var capabilities: DeviceCapabilities {
         var c = inner.capabilities
-        c.neverBlocks = false
+        c.neverBlocks = neverBlocks
         return c
     }
     var name: String { "recording" }
     var identity: String { "recording" }
 
-    init(sectors: UInt64, events: EventLog, slowMarker: UInt8? = nil) {
+    init(sectors: UInt64, events: EventLog, slowMarker: UInt8? = nil, neverBlocks: Bool = false) {
         inner = MemoryDevice(sectors: sectors)
         self.events = events
         self.slowMarker = slowMarker
+        self.neverBlocks = neverBlocks
     }
 
-    func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.read(into: buffer, at: lba) }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        try inner.read(into: buffer, at: lba)
+        events.append("read \(lba)")
+    }
     func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
         if let slowMarker, buffer[0] == slowMarker { usleepSeconds(0.3) }
         try inner.write(from: buffer, at: lba)
@@ -346,6 +351,25 @@ final class TargetTests: XCTestCase {
             XCTAssertEqual(Array(reply[36...]), [UInt8](repeating: UInt8(i + 1), count: 1024))
         }
         XCTAssertEqual(target.statistics[.mergedRequests], 8)
+    }
+
+    func testInlineDeviceMergesConsecutiveFramesAndKeepsArrivalOrder() throws {
+        let events = EventLog()
+        let device = RecordingDevice(sectors: 100, events: events, neverBlocks: true)
+        start(device: device)
+        // A 4 KiB write as four 2-sector frames, then a read overlapping its end, then a write continuing it:
+        // the read must see the first write, and the second write must not be merged across the read.
+        var frames: [[UInt8]] = []
+        for i in 0..<4 { frames.append(ata(.writeSectorsExt, tag: UInt32(i), lba: UInt64(10 + 2 * i), count: 2, data: [UInt8](repeating: UInt8(i + 1), count: 1024))) }
+        frames.append(ata(.readSectorsExt, tag: 4, lba: 17, count: 1))
+        frames.append(ata(.writeSectorsExt, tag: 5, lba: 18, count: 2, data: [UInt8](repeating: 9, count: 1024)))
+        link.inject(batch: frames)
+        let replies = link.waitForSent(6)
+        XCTAssertEqual(Set(replies.map { header($0).tag.rawValue }), [0, 1, 2, 3, 4, 5])
+        XCTAssertEqual(events.all, ["writev 10 x4", "write 10", "write 12", "write 14", "write 16", "read 17", "write 18"])
+        let read = try XCTUnwrap(replies.first { header($0).tag.rawValue == 4 })
+        XCTAssertEqual(Array(read[36..<548]), [UInt8](repeating: 4, count: 512))
+        XCTAssertEqual(target.statistics[.mergedRequests], 4)
     }
 
     func testBufferCountIsHonoured() throws {
