@@ -33,15 +33,15 @@ done
 
 if [ "$QUICK" = 1 ]; then
     : "${DURATION:=2}" "${MTUS:=1500}"; IMG_MB=256
-    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk-sync null"
+    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync null"
     WORKLOADS="4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 else
     : "${DURATION:=5}" "${MTUS:=1500 9000}"; IMG_MB=1024
-    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk-sync vblade/disk-sync null"
+    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync vblade/disk-sync null"
     WORKLOADS="4k-randread-qd1 4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 fi
 TARGETS=${ONLY_TARGETS:-$TARGETS} WORKLOADS=${ONLY_WORKLOADS:-$WORKLOADS}
-for t in $TARGETS; do case $t in aoe/tmpfs|aoe/disk-direct|aoe/disk-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
+for t in $TARGETS; do case $t in aoe/tmpfs|aoe/disk-direct|aoe/disk|aoe/disk-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
     *) echo "run.sh: unknown target $t" >&2; exit 2 ;; esac; done
 for w in $WORKLOADS; do case $w in 4k-randread-qd1|4k-randread-qd32|4k-randwrite-qd32|seqread-maxframe-qd32) ;;
     *) echo "run.sh: unknown workload $w" >&2; exit 2 ;; esac; done
@@ -61,9 +61,14 @@ TIMEOUT_PID='' TARGET_PID=''
 T_START=$(date +%s)
 log() { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
 
+RSS_NOTE=''   # "target mtu" of the target running, for its peak resident memory
 stop_target() {
-    local tp=$TARGET_PID wp=$TIMEOUT_PID
+    local tp=$TARGET_PID wp=$TIMEOUT_PID hwm
     TARGET_PID='' TIMEOUT_PID=''
+    if [ -n "$tp" ] && [ -n "$RSS_NOTE" ]; then
+        hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$tp/status" 2>/dev/null)
+        [ -n "$hwm" ] && printf '%s\t%s\n' "$RSS_NOTE" "$hwm" >>"$W/rss.tsv"
+    fi
     [ -n "$tp" ] && kill -TERM "$tp" 2>/dev/null
     if [ -n "$wp" ]; then
         for _ in $(seq 50); do kill -0 "$wp" 2>/dev/null || break; sleep 0.2; done
@@ -117,6 +122,7 @@ target_cmd() {   # prints the command line of target $1, one word per line
     case "$1" in
         aoe/tmpfs)        printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" "$SHM_IMG" ;;
         aoe/disk-direct)  printf '%s\n' "$AOETARGET" --buffers 256 --direct 1 1 "$TI" "$DISK_IMG" ;;
+        aoe/disk)         printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" "$DISK_IMG" ;;
         aoe/disk-sync)    printf '%s\n' "$AOETARGET" --buffers 256 --sync 1 1 "$TI" "$DISK_IMG" ;;
         null)             printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" null:8G ;;
         vblade/tmpfs)     printf '%s\n' "$VBLADE" -b 256 1 1 "$TI" "$SHM_IMG" ;;
@@ -263,6 +269,7 @@ for mtu in $MTUS; do
         [ "$first_mtu" = 1 ] && run_fio "$round"
         for target in $TARGETS; do
             tlog="$W/target-${target//\//-}-mtu$mtu-r$round.log"
+            RSS_NOTE="$target $mtu"
             start_target "$target" "$tlog" "$LIFETIME" || {
                 for wl in $WORKLOADS; do printf '%s\t%s\t%s\t%s\t%s\tfail\n' "$mtu" "$target" "$wl" aoectl "$round" >>"$RESULTS"; done
                 continue
@@ -345,4 +352,47 @@ END {
         }
     }
 }' "$RESULTS"
+
+# ---------------------------------------------------------------- the goals (issue 5), from the same means
+echo
+echo "goals (ratios of means from this run; PASS/GAP against the stated bound):"
+awk -F'\t' -v mtus="$MTUS" '
+$6 == "ok" { k = $1 SUBSEP $2 SUBSEP $3 SUBSEP $4; n[k]++; iops[k] += $7; p50[k] += $9; if ($11 != "nan") { cpu[k] += $11; nc[k]++ } }
+function mean(a, k) { return (k in n) ? a[k] / n[k] : "" }
+function cpumean(k) { return (k in nc) ? cpu[k] / nc[k] : "" }
+function goal(what, value, bound, higher) {
+    if (value == "") { printf "  %-72s      -  (not measured)\n", what; return }
+    printf "  %-72s %6.2f  %s (bound %s %.2f)\n", what, value, (higher ? value >= bound : value <= bound) ? "PASS" : "GAP ", higher ? ">=" : "<=", bound
+}
+function ratio(a, b) { return (a != "" && b != "" && b > 0) ? a / b : "" }
+function io(m, t, w) { return mean(iops, m SUBSEP t SUBSEP w SUBSEP "aoectl") }
+END {
+    nm = split(mtus, M, " ")
+    for (w = 1; w <= 2; w++) {
+        wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"
+        goal("MTU 1500 " wl ": aoe/tmpfs / vblade/tmpfs", ratio(io(1500, "aoe/tmpfs", wl), io(1500, "vblade/tmpfs", wl)), 2.0, 1)
+        goal("MTU 1500 " wl ": aoe/tmpfs / null", ratio(io(1500, "aoe/tmpfs", wl), io(1500, "null", wl)), 0.9, 1)
+    }
+    for (a = 1; a <= nm; a++) for (w = 1; w <= 4; w++) {
+        wl = w == 1 ? "4k-randread-qd1" : w == 2 ? "4k-randread-qd32" : w == 3 ? "4k-randwrite-qd32" : "seqread-maxframe-qd32"
+        if (wl == "4k-randread-qd32" || wl == "4k-randwrite-qd32") if (M[a] == 1500) continue
+        goal("MTU " M[a] " " wl ": aoe/tmpfs / null", ratio(io(M[a], "aoe/tmpfs", wl), io(M[a], "null", wl)), 0.9, 1)
+    }
+    f = mean(iops, "-" SUBSEP "fio/disk" SUBSEP "4k-randread-qd32" SUBSEP "fio")
+    nl = io(1500, "null", "4k-randread-qd32")
+    low = (f != "" && nl != "") ? (f < nl ? f : nl) : ""
+    goal("MTU 1500 4k-randread-qd32: aoe/disk-direct / min(fio " sprintf("%.0f", f) ", null " sprintf("%.0f", nl) ")", ratio(io(1500, "aoe/disk-direct", "4k-randread-qd32"), low), 0.8, 1)
+    goal("MTU 1500 4k-randwrite-qd32: aoe/disk-sync / aoe/disk (--sync vs not)", ratio(io(1500, "aoe/disk-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk", "4k-randwrite-qd32")), 0.5, 1)
+    for (w = 1; w <= 2; w++) {
+        wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"
+        goal("MTU 1500 " wl ": CPU per I/O, aoe/tmpfs / vblade/tmpfs", ratio(cpumean(1500 SUBSEP "aoe/tmpfs" SUBSEP wl SUBSEP "aoectl"), cpumean(1500 SUBSEP "vblade/tmpfs" SUBSEP wl SUBSEP "aoectl")), 0.7, 0)
+    }
+    goal("MTU 1500 4k-randread-qd1: p50 latency, aoe/tmpfs / vblade/tmpfs", ratio(mean(p50, 1500 SUBSEP "aoe/tmpfs" SUBSEP "4k-randread-qd1" SUBSEP "aoectl"), mean(p50, 1500 SUBSEP "vblade/tmpfs" SUBSEP "4k-randread-qd1" SUBSEP "aoectl")), 1.0, 0)
+    goal("MTU 1500 4k-randread-qd1: p50 latency, aoe/disk-direct / vblade/disk", ratio(mean(p50, 1500 SUBSEP "aoe/disk-direct" SUBSEP "4k-randread-qd1" SUBSEP "aoectl"), mean(p50, 1500 SUBSEP "vblade/disk" SUBSEP "4k-randread-qd1" SUBSEP "aoectl")), 1.0, 0)
+}' "$RESULTS"
+if [ -s "$W/rss.tsv" ]; then
+    echo
+    echo "peak resident memory (VmHWM) of each target process, KiB, largest over its runs:"
+    awk -F'\t' '{ if (!($1 in m) || $2 > m[$1]) m[$1] = $2 } END { for (k in m) printf "  %-24s %8d\n", k, m[k] }' "$W/rss.tsv" | sort
+fi
 log "total time $(( $(date +%s) - T_START )) s"
