@@ -2,21 +2,32 @@
 /// writes, starts only after the earlier one completes, in arrival order. So a late retransmission of an old
 /// write (Linux resends with a new tag, possibly over another NIC) can never land on top of newer data, and a
 /// read never sees half of a write. Pure bookkeeping; the caller holds the lock and runs what it is told.
+///
+/// Cost per request: a read checks only the unfinished writes, a write every unfinished request; finishing is
+/// constant time unless something waits. Ids are small non-negative integers (frame slots).
 public struct RequestScheduler: Sendable {
-    public struct Entry: Sendable {
-        public var id: Int
-        public var start: UInt64
-        public var end: UInt64
-        public var writes: Bool
-        public var running: Bool
+    struct Entry: Sendable {
+        var start: UInt64
+        var end: UInt64
+        var writes: Bool
+        var running: Bool
+        /// Arrival order.
+        var sequence: UInt64
+        /// Positions in `unfinished` and (for writes) `writers`.
+        var unfinishedIndex: Int
+        var writerIndex: Int
     }
 
-    /// Unfinished requests in arrival order (running or waiting).
-    private var entries: [Entry] = []
+    private var entries: [Entry?] = []
+    private var unfinished: [Int] = []
+    private var writers: [Int] = []
+    /// Ids that wait, in arrival order.
+    private var waiting: [Int] = []
+    private var nextSequence: UInt64 = 0
 
     public init() {}
 
-    public var unfinished: Int { entries.count }
+    public var unfinishedCount: Int { unfinished.count }
 
     private static func conflicts(_ a: Entry, _ b: Entry) -> Bool {
         (a.writes || b.writes) && a.start < b.end && b.start < a.end
@@ -24,26 +35,54 @@ public struct RequestScheduler: Sendable {
 
     /// Registers request `id` covering sectors [start, start + count). Returns true when it may start now.
     public mutating func admit(id: Int, start: UInt64, count: UInt64, writes: Bool) -> Bool {
-        var entry = Entry(id: id, start: start, end: start + max(count, 1), writes: writes, running: false)
-        entry.running = !entries.contains { Self.conflicts($0, entry) }
-        entries.append(entry)
+        precondition(id >= 0)
+        if id >= entries.count { entries.append(contentsOf: repeatElement(nil, count: id + 1 - entries.count)) }
+        precondition(entries[id] == nil, "request \(id) admitted twice")
+        var entry = Entry(start: start, end: start + max(count, 1), writes: writes, running: false, sequence: nextSequence,
+                          unfinishedIndex: unfinished.count, writerIndex: writes ? writers.count : -1)
+        nextSequence += 1
+        // Reads only conflict with writes; a write conflicts with anything that overlaps.
+        let candidates = writes ? unfinished : writers
+        entry.running = !candidates.contains { Self.conflicts(entries[$0]!, entry) }
+        entries[id] = entry
+        unfinished.append(id)
+        if writes { writers.append(id) }
+        if !entry.running { waiting.append(id) }
         return entry.running
     }
 
     /// Marks `id` finished; returns the ids that may start now, in arrival order.
     public mutating func finish(id: Int) -> [Int] {
-        guard let index = entries.firstIndex(where: { $0.id == id }) else {
-            preconditionFailure("finish of unknown request \(id)")
-        }
-        entries.remove(at: index)
+        guard id >= 0, id < entries.count, let entry = entries[id] else { preconditionFailure("finish of unknown request \(id)") }
+        precondition(entry.running, "finish of request \(id), which was never started")
+        entries[id] = nil
+        Self.remove(at: entry.unfinishedIndex, from: &unfinished, entries: &entries, index: \.unfinishedIndex)
+        if entry.writes { Self.remove(at: entry.writerIndex, from: &writers, entries: &entries, index: \.writerIndex) }
+        if waiting.isEmpty { return [] }
         var ready: [Int] = []
-        for i in entries.indices where !entries[i].running {
-            let blocked = entries[..<i].contains { Self.conflicts($0, entries[i]) }
-            if !blocked {
-                entries[i].running = true
-                ready.append(entries[i].id)
+        var i = 0
+        while i < waiting.count {
+            let candidate = entries[waiting[i]]!
+            let blocked = (candidate.writes ? unfinished : writers).contains { other in
+                let e = entries[other]!
+                return e.sequence < candidate.sequence && Self.conflicts(e, candidate)
+            }
+            if blocked {
+                i += 1
+            } else {
+                entries[waiting[i]]!.running = true
+                ready.append(waiting.remove(at: i))
             }
         }
         return ready
+    }
+
+    /// Swap-remove, keeping each moved entry's stored position right.
+    private static func remove(at position: Int, from list: inout [Int], entries: inout [Entry?], index: WritableKeyPath<Entry, Int>) {
+        let last = list.removeLast()
+        if position < list.count {
+            list[position] = last
+            entries[last]![keyPath: index] = position
+        }
     }
 }

@@ -488,6 +488,53 @@ final class RequestSchedulerTests: XCTestCase {
         XCTAssertEqual(s.finish(id: 3), [])
     }
 
+    /// The rule in its plainest form (every earlier unfinished request checked, in a list): the oracle for the
+    /// indexed scheduler.
+    struct PlainScheduler {
+        struct Entry { var id: Int; var start: UInt64; var end: UInt64; var writes: Bool; var running: Bool }
+        var entries: [Entry] = []
+        static func conflicts(_ a: Entry, _ b: Entry) -> Bool { (a.writes || b.writes) && a.start < b.end && b.start < a.end }
+        mutating func admit(id: Int, start: UInt64, count: UInt64, writes: Bool) -> Bool {
+            var e = Entry(id: id, start: start, end: start + max(count, 1), writes: writes, running: false)
+            e.running = !entries.contains { Self.conflicts($0, e) }
+            entries.append(e)
+            return e.running
+        }
+        mutating func finish(id: Int) -> [Int] {
+            entries.remove(at: entries.firstIndex { $0.id == id }!)
+            var ready: [Int] = []
+            for i in entries.indices where !entries[i].running && !entries[..<i].contains(where: { Self.conflicts($0, entries[i]) }) {
+                entries[i].running = true
+                ready.append(entries[i].id)
+            }
+            return ready
+        }
+    }
+
+    func testSchedulerAgreesWithThePlainRuleOnRandomTraffic() {
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<200 {
+            var fast = RequestScheduler(), plain = PlainScheduler()
+            var free = Array(0..<24), running: [Int] = []
+            for step in 0..<300 {
+                if !free.isEmpty && (running.isEmpty || Bool.random(using: &generator)) {
+                    let id = free.remove(at: Int.random(in: 0..<free.count, using: &generator))
+                    let start = UInt64.random(in: 0..<64, using: &generator), count = UInt64.random(in: 0...8, using: &generator)
+                    let writes = Int.random(in: 0..<3, using: &generator) == 0
+                    let a = fast.admit(id: id, start: start, count: count, writes: writes)
+                    XCTAssertEqual(a, plain.admit(id: id, start: start, count: count, writes: writes), "round \(round) step \(step): admit \(id)")
+                    if a { running.append(id) }
+                } else if !running.isEmpty {
+                    let id = running.remove(at: Int.random(in: 0..<running.count, using: &generator))
+                    let ready = fast.finish(id: id)
+                    XCTAssertEqual(ready, plain.finish(id: id), "round \(round) step \(step): finish \(id)")
+                    running.append(contentsOf: ready)
+                    free.append(id)
+                }
+            }
+        }
+    }
+
     func testReadsDoNotBlockReads() {
         var s = RequestScheduler()
         XCTAssertTrue(s.admit(id: 1, start: 0, count: 8, writes: false))
