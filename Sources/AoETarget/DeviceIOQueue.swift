@@ -128,8 +128,9 @@ extension Target {
         guard configuration.ioEngine != .threads, !passThrough, !device.capabilities.neverBlocks,
               let file = device as? any FileBackedDevice else { return nil }
         do {
+            // Room for every slot in flight, a commit and the socket poll, up to the kernel's limit (32 Ki).
             var entries = 1
-            while entries < slots + 2 { entries <<= 1 }   // every slot in flight, a commit and the socket poll
+            while entries < min(slots + 2, 32768) { entries <<= 1 }
             let ring = try IOUring(entries: entries, maxKernelWorkers: max(1, configuration.workers))
             return DeviceIOQueue(ring: ring, device: file, slots: slots, maxMerge: maxMerge,
                                  replyPlaceholder: Frame(base: UnsafeMutableRawPointer(bitPattern: 1)!, capacity: 0))
@@ -161,7 +162,7 @@ extension Target {
             let events = reapCompletions(q)
             if received == 0 && events == 0 {
                 if !q.pollArmed && !stopping {
-                    precondition(q.ring.preparePollIn(fd: link.readinessDescriptor, userData: DeviceIOQueue.userData(.poll, 0)))
+                    queue(q) { $0.preparePollIn(fd: link.readinessDescriptor, userData: DeviceIOQueue.userData(.poll, 0)) }
                     q.pollArmed = true
                 }
                 q.unsubmitted = 0
@@ -174,7 +175,7 @@ extension Target {
         }
     }
 
-    private func ringFailed(_ error: SystemError) -> Never {
+    func ringFailed(_ error: SystemError) -> Never {
         // Submission fails only on a bug (bad descriptor, bad address) or when the kernel is out of memory; a
         // request that never reaches the ring would hold its slot and its LBA range forever.
         fatalError("io_uring failed: \(error)")
@@ -226,7 +227,6 @@ extension Target {
         }
         for head in q.heads {
             let first = q.requests[head]
-            let queued: Bool
             switch first.operation {
             case .read(let lba, _), .write(let lba, _):
                 let base = head * q.maxMerge
@@ -248,17 +248,27 @@ extension Target {
                         i += 1
                     }
                 }
-                queued = q.ring.prepareVectored(write: write, fd: q.device.fileDescriptor, vectors: q.vectors + base, count: segments,
-                                                offset: q.device.fileOffset(of: lba), userData: DeviceIOQueue.userData(.transfer, head))
+                queue(q) {
+                    $0.prepareVectored(write: write, fd: q.device.fileDescriptor, vectors: q.vectors + base, count: segments,
+                                       offset: q.device.fileOffset(of: lba), userData: DeviceIOQueue.userData(.transfer, head))
+                }
             case .flush:
-                queued = q.ring.prepareDatasync(fd: q.device.fileDescriptor, userData: DeviceIOQueue.userData(.flush, head))
+                queue(q) { $0.prepareDatasync(fd: q.device.fileDescriptor, userData: DeviceIOQueue.userData(.flush, head)) }
             default:
                 preconditionFailure("\(first.operation) does not go through io_uring")
             }
-            // The ring has an entry for every slot, so it cannot be full.
-            precondition(queued, "io_uring submission queue full")
         }
-        q.unsubmitted += q.heads.count
+    }
+
+    /// Prepares one request; when the submission queue is full (more ready at once than it has entries, only
+    /// with a Buffer Count above 32 Ki), submits what is there first.
+    func queue(_ q: DeviceIOQueue, _ prepare: (IOUring) -> Bool) {
+        if !prepare(q.ring) {
+            do { try q.ring.submit() } catch { ringFailed(error) }
+            q.unsubmitted = 0
+            precondition(prepare(q.ring), "io_uring submission queue full right after a submit")
+        }
+        q.unsubmitted += 1
     }
 
     /// Takes the completions that are ready: finishes requests (durable writes after the fdatasync that covers
@@ -304,8 +314,7 @@ extension Target {
         if !q.commitInFlight && !q.commitWaiting.isEmpty {
             swap(&q.commitWaiting, &q.commitCovered)
             q.commitInFlight = true
-            precondition(q.ring.prepareDatasync(fd: q.device.fileDescriptor, userData: DeviceIOQueue.userData(.commit, 0)))
-            q.unsubmitted += 1
+            queue(q) { $0.prepareDatasync(fd: q.device.fileDescriptor, userData: DeviceIOQueue.userData(.commit, 0)) }
         }
         let count = q.finished.count
         if count == 0 { return reaped }
