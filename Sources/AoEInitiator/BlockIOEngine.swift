@@ -55,6 +55,7 @@ public final class BlockIOEngine {
     public let queueDepth: Int
     public private(set) var tags: TagTable
     private let pool: FramePool
+    private let rxPool: FramePool
     private var actives: [Active]
     private var parts: [FramePart]
     private var rxFrames: [Frame]
@@ -74,11 +75,17 @@ public final class BlockIOEngine {
         let window = max(1, min(target.bufferCount, 0xFFFF))
         tags = TagTable(capacity: window, maxWindow: window, maxAttempts: maxAttempts, deadline: deadlineSeconds)
         let frameCapacity = AoELayout.ataHeaderSize + target.sectorsPerFrame * AoELayout.sectorSize
-        let pool = FramePool(slots: window + 32, frameCapacity: max(frameCapacity, max(link.currentMTU(), 1500) + AoELayout.ethernetHeaderSize))
+        let capacity = max(frameCapacity, max(link.currentMTU(), 1500) + AoELayout.ethernetHeaderSize)
+        // Requests start on a page: the kernel's copy of a write frame, and ours of the data into it, then
+        // both run at full speed (see FramePool). Replies keep the default layout, which makes copying read
+        // data out of them page-aligned.
+        let pool = FramePool(slots: window, frameCapacity: capacity, alignedOffset: 0)
+        let rxPool = FramePool(slots: 32, frameCapacity: capacity)
         self.pool = pool
+        self.rxPool = rxPool
         actives = Array(repeating: Active(io: BlockIO(lba: 0, sectors: 0, isWrite: false, buffer: UnsafeMutableRawPointer(bitPattern: 1)!, id: 0)), count: self.queueDepth)
         parts = Array(repeating: FramePart(), count: window)
-        rxFrames = (0..<32).map { pool.frame(window + $0) }
+        rxFrames = (0..<32).map { rxPool.frame($0) }
         txFrames = Array(repeating: pool.frame(0), count: 64)
         timerActions.reserveCapacity(window)
     }

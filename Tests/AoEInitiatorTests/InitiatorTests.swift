@@ -269,3 +269,20 @@ final class BenchWorkloadTests: XCTestCase {
         XCTAssertEqual(workload.report.ios, 4)
     }
 }
+
+final class FramePoolLayoutTests: XCTestCase {
+    func testDefaultLayoutPageAlignsTheATADataArea() {
+        let pool = FramePool(slots: 3, frameCapacity: 9014)
+        for i in 0..<3 {
+            XCTAssertEqual(Int(bitPattern: pool.frame(i).payload(count: 0).baseAddress!) % FramePool.pageSize, 0)
+        }
+    }
+
+    func testAlignedOffsetZeroStartsFramesOnAPageAndKeepsThemApart() {
+        let pool = FramePool(slots: 3, frameCapacity: 9014, alignedOffset: 0)
+        for i in 0..<3 {
+            XCTAssertEqual(Int(bitPattern: pool.frame(i).base) % FramePool.pageSize, 0)
+        }
+        XCTAssertGreaterThanOrEqual(pool.frame(1).base - pool.frame(0).base, 9014)
+    }
+}
