@@ -29,29 +29,26 @@ public struct Frame: @unchecked Sendable {
     }
 }
 
-/// Fixed, page-aligned frame slots allocated once. By default each frame starts 36 bytes before a page boundary
-/// so its ATA data area is page-aligned, which O_DIRECT needs and which lets read data land in the reply frame.
+/// Fixed frame slots allocated once, each starting at the same offset in a page. By default a frame starts 36
+/// bytes before a page boundary so its ATA data area is page-aligned, which O_DIRECT needs and which lets read
+/// data land in the reply frame.
 public final class FramePool: @unchecked Sendable {
     public static let pageSize = 4096
     public let frameCapacity: Int
     public let slotCount: Int
     private let memory: UnsafeMutableRawPointer
     private let stride: Int
-
     private let startInPage: Int
 
-    /// - Parameter alignedOffset: which byte of each frame falls on a page boundary (0: the frame starts a page).
-    ///   Frames that are sent matter here: the kernel copies what follows the 14-byte Ethernet header into pages
-    ///   of its own with `rep movsb`, which runs about 15 times slower when its destination is 1-31 bytes past
-    ///   the source modulo 4096 (false store-to-load aliasing), as the default layout makes it (22 bytes).
-    public init(slots: Int, frameCapacity: Int, alignedOffset: Int = AoELayout.ataHeaderSize) {
+    /// - Parameter startInPage: where in its page each frame starts. The default (36 bytes before the end) puts
+    ///   the ATA data area on a page boundary.
+    public init(slots: Int, frameCapacity: Int, startInPage: Int = FramePool.pageSize - AoELayout.ataHeaderSize) {
         precondition(slots > 0 && frameCapacity >= AoELayout.minimumFrameSize)
-        precondition(alignedOffset >= 0 && alignedOffset <= Self.pageSize)
+        precondition(startInPage >= 0 && startInPage < Self.pageSize)
         self.frameCapacity = frameCapacity
         slotCount = slots
-        startInPage = (Self.pageSize - alignedOffset) % Self.pageSize
-        let pages = (startInPage + frameCapacity + Self.pageSize - 1) / Self.pageSize
-        stride = Self.pageSize * pages
+        self.startInPage = startInPage
+        stride = Self.pageSize * ((startInPage + frameCapacity + Self.pageSize - 1) / Self.pageSize)
         memory = UnsafeMutableRawPointer.allocate(byteCount: stride * slots, alignment: Self.pageSize)
         memory.initializeMemory(as: UInt8.self, repeating: 0, count: stride * slots)
     }

@@ -278,11 +278,14 @@ final class FramePoolLayoutTests: XCTestCase {
         }
     }
 
-    func testAlignedOffsetZeroStartsFramesOnAPageAndKeepsThemApart() {
-        let pool = FramePool(slots: 3, frameCapacity: 9014, alignedOffset: 0)
-        for i in 0..<3 {
-            XCTAssertEqual(Int(bitPattern: pool.frame(i).base) % FramePool.pageSize, 0)
+    func testFramesStartWhereAskedAndDoNotOverlap() {
+        for (start, capacity) in [(96, 9014), (0, 1514), (4000, 1514)] {
+            let pool = FramePool(slots: 3, frameCapacity: capacity, startInPage: start)
+            for i in 0..<3 {
+                XCTAssertEqual(Int(bitPattern: pool.frame(i).base) % FramePool.pageSize, start)
+            }
+            XCTAssertGreaterThanOrEqual(pool.frame(1).base - pool.frame(0).base, capacity)
+            XCTAssertGreaterThanOrEqual(pool.frame(2).base - pool.frame(1).base, capacity)
         }
-        XCTAssertGreaterThanOrEqual(pool.frame(1).base - pool.frame(0).base, 9014)
     }
 }
