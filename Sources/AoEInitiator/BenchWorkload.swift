@@ -57,9 +57,7 @@ public final class BenchWorkload: BlockIOSource {
     private var generations: [UInt32]
     // The per-I/O state below lives in memory of our own rather than in arrays: every I/O touches it twice,
     // and an array on a class costs an exclusivity check and a uniqueness check per access.
-    /// One bit per block: an I/O on it is in flight. A bit, not a Bool, so the random lookups of a large
-    /// region stay in cache (8 GiB of 4 KiB blocks: 256 KiB).
-    private let busy: UnsafeMutablePointer<UInt64>
+    private let busy: BlockSet
     private let buffers: UnsafeMutableRawPointer
     /// A stack of free buffer indices; `freeCount` of them.
     private let freeBuffers: UnsafeMutablePointer<Int>
@@ -84,9 +82,7 @@ public final class BenchWorkload: BlockIOSource {
         self.options = options
         blocks = Int(options.regionSectors / UInt64(options.blockSectors))
         generations = options.verify ? Array(repeating: 0, count: blocks) : []
-        let words = (blocks + 63) / 64
-        busy = .allocate(capacity: words)
-        busy.initialize(repeating: 0, count: words)
+        busy = BlockSet(capacity: queueDepth)
         bufferBytes = options.blockSectors * 512
         buffers = UnsafeMutableRawPointer.allocate(byteCount: bufferBytes * queueDepth, alignment: 4096)
         freeBuffers = .allocate(capacity: queueDepth)
@@ -106,9 +102,9 @@ public final class BenchWorkload: BlockIOSource {
         inFlight.deallocate()
     }
 
-    private func isBusy(_ block: Int) -> Bool { busy[block >> 6] & (1 << UInt64(block & 63)) != 0 }
-    private func setBusy(_ block: Int) { busy[block >> 6] |= 1 << UInt64(block & 63) }
-    private func clearBusy(_ block: Int) { busy[block >> 6] &= ~(1 << UInt64(block & 63)) }
+    private func isBusy(_ block: Int) -> Bool { busy.contains(block) }
+    private func setBusy(_ block: Int) { busy.insert(block) }
+    private func clearBusy(_ block: Int) { busy.remove(block) }
 
     public var isFinished: Bool { phase == .done }
 
