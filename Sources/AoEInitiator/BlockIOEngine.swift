@@ -115,6 +115,10 @@ public final class BlockIOEngine {
         txFrames = .allocate(capacity: 64)
         txFrames.initialize(repeating: pool.frame(0))
         timerActions.reserveCapacity(window)
+        // Every request carries the same Ethernet and AoE header but for the tag: write it once per slot, and
+        // per frame only the tag.
+        let header = AoEHeader(destination: target.mac, source: link.macAddress, address: target.address, command: .issueATA, tag: Tag(rawValue: 0))
+        for slot in 0..<window { header.write(to: pool.frame(slot).buffer) }
     }
 
     deinit {
@@ -207,8 +211,7 @@ public final class BlockIOEngine {
         let lba = io.lba + UInt64(part.offsetSectors)
         let lba48 = lba + UInt64(part.sectors) > 0x0FFF_FFFF
         let command: ATACommand = io.isWrite ? (lba48 ? .writeSectorsExt : .writeSectors) : (lba48 ? .readSectorsExt : .readSectors)
-        AoEHeader(destination: target.mac, source: link.macAddress, address: target.address, command: .issueATA, tag: Tag(rawValue: tag))
-            .write(to: frame.buffer)
+        retag(slot: slot, tag: tag)
         var flags: ATAArgFlags = lba48 ? .extended : []
         if io.isWrite { flags.insert(.write) }
         ATAHeader(flags: flags, sectorCount: UInt8(part.sectors), cmdStatus: command.rawValue, lba: lba48 ? lba : lba | 0xE000_0000)
@@ -222,7 +225,7 @@ public final class BlockIOEngine {
         }
     }
 
-    /// Rewrites only the tag of a frame being resent.
+    /// The tag is all of a slot's AoE header that changes between sends (the rest is written once, in init).
     private func retag(slot: Int, tag: UInt32) {
         let frame = pool.frame(slot)
         frame.buffer.storeBytes(of: tag.bigEndian, toByteOffset: 20, as: UInt32.self)
