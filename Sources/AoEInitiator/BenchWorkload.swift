@@ -53,12 +53,17 @@ public final class BenchWorkload: BlockIOSource {
     public private(set) var report = Report()
     private var phase: Phase
     private let blocks: Int
+    /// Per block, the generation last written; kept only with --verify (empty otherwise), the one use.
     private var generations: [UInt32]
-    private var busy: [Bool]
-    private var buffers: UnsafeMutableRawPointer
-    private var freeBuffers: [Int]
+    // The per-I/O state below lives in memory of our own rather than in arrays: every I/O touches it twice,
+    // and an array on a class costs an exclusivity check and a uniqueness check per access.
+    private let busy: BlockSet
+    private let buffers: UnsafeMutableRawPointer
+    /// A stack of free buffer indices; `freeCount` of them.
+    private let freeBuffers: UnsafeMutablePointer<Int>
+    private var freeCount: Int
     /// Per buffer: the block its I/O targets and the generation a write carries.
-    private var inFlight: [(block: Int, generation: UInt32)]
+    private let inFlight: UnsafeMutablePointer<(block: Int, generation: UInt32)>
     private let queueDepth: Int
     private var rng: UInt64
     private var sequentialNext = 0
@@ -76,18 +81,30 @@ public final class BenchWorkload: BlockIOSource {
         precondition(options.blockSectors > 0 && options.regionSectors >= UInt64(options.blockSectors))
         self.options = options
         blocks = Int(options.regionSectors / UInt64(options.blockSectors))
-        generations = Array(repeating: 0, count: blocks)
-        busy = Array(repeating: false, count: blocks)
+        generations = options.verify ? Array(repeating: 0, count: blocks) : []
+        busy = BlockSet(capacity: queueDepth)
         bufferBytes = options.blockSectors * 512
         buffers = UnsafeMutableRawPointer.allocate(byteCount: bufferBytes * queueDepth, alignment: 4096)
-        freeBuffers = Array(0..<queueDepth)
-        inFlight = Array(repeating: (0, 0), count: queueDepth)
+        freeBuffers = .allocate(capacity: queueDepth)
+        for i in 0..<queueDepth { (freeBuffers + i).initialize(to: i) }
+        freeCount = queueDepth
+        inFlight = .allocate(capacity: queueDepth)
+        inFlight.initialize(repeating: (0, 0), count: queueDepth)
         self.queueDepth = queueDepth
         rng = options.seed &* 0x9E37_79B9_7F4A_7C15 | 1
         phase = options.verify && !options.mode.writes ? .prefill : .warmup
     }
 
-    deinit { buffers.deallocate() }
+    deinit {
+        buffers.deallocate()
+        busy.deallocate()
+        freeBuffers.deallocate()
+        inFlight.deallocate()
+    }
+
+    private func isBusy(_ block: Int) -> Bool { busy.contains(block) }
+    private func setBusy(_ block: Int) { busy.insert(block) }
+    private func clearBusy(_ block: Int) { busy.remove(block) }
 
     public var isFinished: Bool { phase == .done }
 
@@ -97,7 +114,8 @@ public final class BenchWorkload: BlockIOSource {
 
     public func nextIO(now: Double) -> BlockIO? {
         advancePhase(now: now)
-        guard let buffer = freeBuffers.last else { return nil }
+        guard freeCount > 0 else { return nil }
+        let buffer = freeBuffers[freeCount - 1]
         let block: Int
         let isWrite: Bool
         switch phase {
@@ -110,7 +128,7 @@ public final class BenchWorkload: BlockIOSource {
             isWrite = true
         case .readback:
             while readbackNext < blocks && generations[readbackNext] == 0 { readbackNext += 1 }
-            guard readbackNext < blocks, !busy[readbackNext] else { return nil }
+            guard readbackNext < blocks, !isBusy(readbackNext) else { return nil }
             block = readbackNext
             readbackNext += 1
             isWrite = false
@@ -129,18 +147,18 @@ public final class BenchWorkload: BlockIOSource {
             if options.mode.random {
                 var candidate = Int(random() % UInt64(blocks))
                 var tries = 0
-                while busy[candidate] && tries < 8 { candidate = Int(random() % UInt64(blocks)); tries += 1 }
-                if busy[candidate] { return nil }
+                while isBusy(candidate) && tries < 8 { candidate = Int(random() % UInt64(blocks)); tries += 1 }
+                if isBusy(candidate) { return nil }
                 block = candidate
             } else {
                 block = sequentialNext % blocks
-                if busy[block] { return nil }
+                if isBusy(block) { return nil }
                 sequentialNext += 1
             }
             if phase == .measure { issuedInMeasure += 1 }
         }
-        freeBuffers.removeLast()
-        busy[block] = true
+        freeCount -= 1
+        setBusy(block)
         let pointer = buffers + buffer * bufferBytes
         if isWrite {
             generation = generation &+ 1 == 0 ? 1 : generation &+ 1
@@ -159,7 +177,7 @@ public final class BenchWorkload: BlockIOSource {
     private func advancePhase(now: Double) {
         switch phase {
         case .prefill:
-            if sequentialNext >= blocks && freeBuffers.count == queueDepth {
+            if sequentialNext >= blocks && freeCount == queueDepth {
                 sequentialNext = 0
                 phase = .warmup
                 phaseEnds = now + options.warmup
@@ -175,7 +193,7 @@ public final class BenchWorkload: BlockIOSource {
         case .measure:
             let timeUp = options.duration.map { now - measureStarted >= $0 } ?? false
             let countUp = options.count.map { issuedInMeasure >= $0 } ?? false
-            if (timeUp || countUp) && freeBuffers.count == queueDepth {
+            if (timeUp || countUp) && freeCount == queueDepth {
                 report.seconds = now - measureStarted
                 phase = options.verify && options.mode.writes ? .readback : .done
             } else if now - lastProgress >= 1 {
@@ -185,7 +203,7 @@ public final class BenchWorkload: BlockIOSource {
                 onProgress?(snapshot)
             }
         case .readback:
-            if readbackNext >= blocks && freeBuffers.count == queueDepth { phase = .done }
+            if readbackNext >= blocks && freeCount == queueDepth { phase = .done }
         case .done:
             break
         }
@@ -195,17 +213,18 @@ public final class BenchWorkload: BlockIOSource {
     public func completed(_ io: BlockIO, error: ClientError?, latencyNanoseconds: UInt64) {
         let buffer = io.id
         let (block, writtenGeneration) = inFlight[buffer]
-        freeBuffers.append(buffer)
-        busy[block] = false
+        freeBuffers[freeCount] = buffer
+        freeCount += 1
+        clearBusy(block)
         if let error {
             report.errors += 1
             if report.firstError == nil { report.firstError = "\(io.isWrite ? "write" : "read") at LBA \(io.lba): \(error)" }
             // After a failed write the block's content is unknown: stop expecting a generation there.
-            if io.isWrite { generations[block] = 0 }
+            if io.isWrite && options.verify { generations[block] = 0 }
             return
         }
         if io.isWrite {
-            generations[block] = writtenGeneration
+            if options.verify { generations[block] = writtenGeneration }
         } else if options.verify || options.verifyExisting {
             let expected: UInt64? = options.verifyExisting ? nil : (generations[block] == 0 ? nil : UInt64(generations[block]))
             if options.verifyExisting || expected != nil {
@@ -221,12 +240,15 @@ public final class BenchWorkload: BlockIOSource {
                 }
             }
         }
-        if phase == .measure {
-            report.ios += 1
-            report.bytes += io.sectors * 512
-            if io.isWrite { report.writes += 1 } else { report.reads += 1 }
-            report.latency.record(latencyNanoseconds)
-        }
+        if phase == .measure { Self.count(io, latencyNanoseconds: latencyNanoseconds, in: &report) }
+    }
+
+    /// One access to `report` for all of an I/O's counters, rather than an exclusivity check for each.
+    private static func count(_ io: BlockIO, latencyNanoseconds: UInt64, in report: inout Report) {
+        report.ios += 1
+        report.bytes += io.sectors * 512
+        if io.isWrite { report.writes += 1 } else { report.reads += 1 }
+        report.latency.record(latencyNanoseconds)
     }
 }
 

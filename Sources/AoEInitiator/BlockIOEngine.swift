@@ -42,6 +42,9 @@ public final class BlockIOEngine {
         var error: ClientError? = nil
         var startedAt: UInt64 = 0
         var inUse = false
+        /// In the `unsent` ring. An entry outlives an I/O that failed with parts unsent; its successor in
+        /// the same slot then uses that entry.
+        var queued = false
     }
 
     struct FramePart {
@@ -53,16 +56,27 @@ public final class BlockIOEngine {
     public let target: TargetInfo
     public let link: any FrameLink
     public let queueDepth: Int
-    public private(set) var tags: TagTable
+    public var tags: TagTable { tagTable.pointee }
+    private let tagTable: UnsafeMutablePointer<TagTable>
     private let pool: FramePool
-    private var actives: [Active]
-    private var parts: [FramePart]
-    private var rxFrames: [Frame]
-    private var txFrames: [Frame]
+    private let rxPool: FramePool
+    // Per-frame and per-I/O state sits in memory the engine owns, not in arrays: each access to an array
+    // stored in a class pays an exclusivity check (a thread-local lookup) and a uniqueness check, several
+    // times per frame.
+    private let actives: UnsafeMutablePointer<Active>
+    /// A stack of unused `actives` indices; `freeActiveCount` of them.
+    private let freeActives: UnsafeMutablePointer<Int>
+    private var freeActiveCount: Int
+    private let parts: UnsafeMutablePointer<FramePart>
+    /// Ring of `actives` indices with parts still to send, in round-robin order: `unsentCount` from `unsentHead`.
+    private let unsent: UnsafeMutablePointer<Int>
+    private var unsentHead = 0
+    private var unsentCount = 0
+    private let rxFrames: UnsafeMutableBufferPointer<Frame>
+    private let txFrames: UnsafeMutableBufferPointer<Frame>
     private var txCount = 0
     private var timerActions: [TagTable.TimerAction] = []
     private var activeCount = 0
-    private var cursor = 0
 
     public var retransmits: Int { tags.retransmits }
     public var lateResponses: Int { tags.lateResponses }
@@ -72,29 +86,69 @@ public final class BlockIOEngine {
         self.target = target
         self.queueDepth = max(1, queueDepth)
         let window = max(1, min(target.bufferCount, 0xFFFF))
-        tags = TagTable(capacity: window, maxWindow: window, maxAttempts: maxAttempts, deadline: deadlineSeconds)
+        tagTable = .allocate(capacity: 1)
+        tagTable.initialize(to: TagTable(capacity: window, maxWindow: window, maxAttempts: maxAttempts, deadline: deadlineSeconds))
         let frameCapacity = AoELayout.ataHeaderSize + target.sectorsPerFrame * AoELayout.sectorSize
-        let pool = FramePool(slots: window + 32, frameCapacity: max(frameCapacity, max(link.currentMTU(), 1500) + AoELayout.ethernetHeaderSize))
+        let capacity = max(frameCapacity, max(link.currentMTU(), 1500) + AoELayout.ethernetHeaderSize)
+        // Where request frames sit decides how fast the kernel copies them: `rep movsb` runs about 15 times
+        // slower when its destination is 1-31 bytes past its source modulo 4096 (false store-to-load
+        // aliasing). The kernel copies a frame shorter than a page whole into a buffer 16 bytes past a
+        // 2 KiB boundary, and a longer one from byte 14 on into fresh pages; the default layout (36 bytes
+        // before a page end) hit the slow case for 4 KiB writes, costing 2.5 us a frame. 96 bytes into a page
+        // keeps the destination behind the source in both cases, and our copy of the data into the frame fast.
+        let pool = FramePool(slots: window, frameCapacity: capacity, startInPage: 96)
+        let rxPool = FramePool(slots: 32, frameCapacity: capacity, startInPage: 96)
         self.pool = pool
-        actives = Array(repeating: Active(io: BlockIO(lba: 0, sectors: 0, isWrite: false, buffer: UnsafeMutableRawPointer(bitPattern: 1)!, id: 0)), count: self.queueDepth)
-        parts = Array(repeating: FramePart(), count: window)
-        rxFrames = (0..<32).map { pool.frame(window + $0) }
-        txFrames = Array(repeating: pool.frame(0), count: 64)
+        self.rxPool = rxPool
+        actives = .allocate(capacity: self.queueDepth)
+        actives.initialize(repeating: Active(io: BlockIO(lba: 0, sectors: 0, isWrite: false, buffer: UnsafeMutableRawPointer(bitPattern: 1)!, id: 0)),
+                           count: self.queueDepth)
+        freeActives = .allocate(capacity: self.queueDepth)
+        // Reversed, so the first I/Os take the lowest indices.
+        for i in 0..<self.queueDepth { (freeActives + i).initialize(to: self.queueDepth - 1 - i) }
+        freeActiveCount = self.queueDepth
+        unsent = .allocate(capacity: self.queueDepth)
+        parts = .allocate(capacity: window)
+        parts.initialize(repeating: FramePart(), count: window)
+        rxFrames = .allocate(capacity: 32)
+        for i in 0..<32 { (rxFrames.baseAddress! + i).initialize(to: rxPool.frame(i)) }
+        txFrames = .allocate(capacity: 64)
+        txFrames.initialize(repeating: pool.frame(0))
         timerActions.reserveCapacity(window)
+        // Every request carries the same Ethernet and AoE header but for the tag: write it once per slot, and
+        // per frame only the tag.
+        let header = AoEHeader(destination: target.mac, source: link.macAddress, address: target.address, command: .issueATA, tag: Tag(rawValue: 0))
+        for slot in 0..<window { header.write(to: pool.frame(slot).buffer) }
+    }
+
+    deinit {
+        actives.deinitialize(count: queueDepth)
+        actives.deallocate()
+        freeActives.deallocate()
+        unsent.deallocate()
+        tagTable.deinitialize(count: 1)
+        tagTable.deallocate()
+        parts.deallocate()
+        rxFrames.deallocate()
+        txFrames.deallocate()
     }
 
     /// Runs until the source is finished and every I/O has completed.
     public func run(_ source: BlockIOSource) throws(ClientError) {
         var lastTick = monotonicSeconds()
         while true {
-            let now = monotonicSeconds()
-            while activeCount < queueDepth, let io = source.nextIO(now: now) { start(io) }
+            // One clock read stamps everything started and sent in this pass, one more everything received:
+            // a read per frame cost more than the rest of the frame's bookkeeping.
+            let startedAt = monotonicNanoseconds()
+            let now = Self.seconds(startedAt)
+            while activeCount < queueDepth, let io = source.nextIO(now: now) { start(io, at: startedAt) }
             if activeCount == 0 && source.isFinished { return }
-            try sendParts()
+            try sendParts(now: now)
             let n: Int
-            do { n = try link.receive(into: &rxFrames) } catch { throw .system(error) }
-            let after = monotonicSeconds()
-            for i in 0..<n { handle(rxFrames[i], now: after, source: source) }
+            do { n = try link.receive(rxFrames) } catch { throw .system(error) }
+            let receivedAt = monotonicNanoseconds()
+            let after = Self.seconds(receivedAt)
+            for i in 0..<n { handle(rxFrames[i], now: after, at: receivedAt, source: source) }
             if after - lastTick >= 0.001 || n == 0 {
                 lastTick = after
                 try tick(now: after, source: source)
@@ -102,30 +156,48 @@ public final class BlockIOEngine {
         }
     }
 
-    private func start(_ io: BlockIO) {
-        let index = actives.firstIndex { !$0.inUse }!
-        actives[index] = Active(io: io, startedAt: monotonicNanoseconds(), inUse: true)
+    private static func seconds(_ nanoseconds: UInt64) -> Double { Double(nanoseconds) / 1e9 }
+
+    private func start(_ io: BlockIO, at time: UInt64) {
+        freeActiveCount -= 1
+        let a = freeActives[freeActiveCount]
+        let queued = actives[a].queued
+        actives[a] = Active(io: io, startedAt: time, inUse: true, queued: queued)
+        if !queued { queueUnsent(a) }
         activeCount += 1
     }
 
-    /// Builds frames for unsent parts of active I/Os while the window allows: all of one I/O's frames, back to
-    /// back, before the next I/O's (as the Linux driver does), so a target sees them together and can merge
-    /// them into one device request; I/Os take turns round-robin.
-    private func sendParts() throws(ClientError) {
-        var scanned = 0
-        while tags.canSend && scanned < queueDepth {
-            let a = cursor
+    private func queueUnsent(_ a: Int) {
+        var tail = unsentHead + unsentCount
+        if tail >= queueDepth { tail -= queueDepth }
+        unsent[tail] = a
+        unsentCount += 1
+        actives[a].queued = true
+    }
+
+    /// Builds frames for unsent parts of active I/Os while the window allows: all of one I/O's frames back to
+    /// back, as the Linux driver sends them, so a target sees them together and can merge them into one device
+    /// request; I/Os take turns in the order they started.
+    private func sendParts(now: Double) throws(ClientError) {
+        while unsentCount > 0 && tagTable.pointee.canSend {
+            let a = unsent[unsentHead]
+            // A failed I/O sends nothing more (it completes when its frames in flight have).
             guard actives[a].inUse, actives[a].error == nil, actives[a].nextSector < actives[a].io.sectors else {
-                cursor = (cursor + 1) % queueDepth
-                scanned += 1
+                unsentHead = unsentHead + 1 == queueDepth ? 0 : unsentHead + 1
+                unsentCount -= 1
+                actives[a].queued = false
                 continue
             }
-            scanned = 0
             let offset = actives[a].nextSector
             let count = min(target.sectorsPerFrame, actives[a].io.sectors - offset)
             actives[a].nextSector += count
             actives[a].framesOutstanding += 1
-            let (slot, tag) = tags.send(now: monotonicSeconds())
+            if actives[a].nextSector == actives[a].io.sectors {   // its last frame: the next I/O's turn
+                unsentHead = unsentHead + 1 == queueDepth ? 0 : unsentHead + 1
+                unsentCount -= 1
+                actives[a].queued = false
+            }
+            let (slot, tag) = tagTable.pointee.send(now: now)
             parts[slot] = FramePart(active: a, offsetSectors: offset, sectors: count)
             build(slot: slot, tag: tag)
             queue(pool.frame(slot).with(length: frameLength(slot)))
@@ -147,8 +219,7 @@ public final class BlockIOEngine {
         let lba = io.lba + UInt64(part.offsetSectors)
         let lba48 = lba + UInt64(part.sectors) > 0x0FFF_FFFF
         let command: ATACommand = io.isWrite ? (lba48 ? .writeSectorsExt : .writeSectors) : (lba48 ? .readSectorsExt : .readSectors)
-        AoEHeader(destination: target.mac, source: link.macAddress, address: target.address, command: .issueATA, tag: Tag(rawValue: tag))
-            .write(to: frame.buffer)
+        retag(slot: slot, tag: tag)
         var flags: ATAArgFlags = lba48 ? .extended : []
         if io.isWrite { flags.insert(.write) }
         ATAHeader(flags: flags, sectorCount: UInt8(part.sectors), cmdStatus: command.rawValue, lba: lba48 ? lba : lba | 0xE000_0000)
@@ -162,7 +233,7 @@ public final class BlockIOEngine {
         }
     }
 
-    /// Rewrites only the tag of a frame being resent.
+    /// The tag is all of a slot's AoE header that changes between sends (the rest is written once, in init).
     private func retag(slot: Int, tag: UInt32) {
         let frame = pool.frame(slot)
         frame.buffer.storeBytes(of: tag.bigEndian, toByteOffset: 20, as: UInt32.self)
@@ -177,7 +248,7 @@ public final class BlockIOEngine {
         var sent = 0
         while sent < txCount {
             do {
-                let n = try link.send(txFrames, range: sent..<txCount)
+                let n = try link.send(UnsafeBufferPointer(rebasing: txFrames[sent..<txCount]))
                 // A full socket buffer (EAGAIN) or ENOBUFS: the retransmit timer resends what did not go out.
                 if n == 0 { break }
                 sent += n
@@ -189,11 +260,11 @@ public final class BlockIOEngine {
         txCount = 0
     }
 
-    private func handle(_ frame: Frame, now: Double, source: BlockIOSource) {
+    private func handle(_ frame: Frame, now: Double, at time: UInt64, source: BlockIOSource) {
         let bytes = frame.bytes
         guard let header = try? AoEHeader(parsing: bytes), header.flags.contains(.response),
               header.command == .issueATA, header.source == target.mac, header.address == target.address else { return }
-        guard case .complete(let slot, _) = tags.response(tag: header.tag.rawValue, now: now) else { return }
+        guard case .complete(let slot, _) = tagTable.pointee.response(tag: header.tag.rawValue, now: now) else { return }
         let part = parts[slot]
         let a = part.active
         if header.flags.contains(.error) {
@@ -212,22 +283,24 @@ public final class BlockIOEngine {
                 }
             }
         }
-        partDone(a, source: source)
+        partDone(a, at: time, source: source)
     }
 
-    private func partDone(_ a: Int, source: BlockIOSource) {
+    private func partDone(_ a: Int, at time: UInt64, source: BlockIOSource) {
         actives[a].framesOutstanding -= 1
         let finished = actives[a].framesOutstanding == 0 && (actives[a].nextSector >= actives[a].io.sectors || actives[a].error != nil)
         guard finished else { return }
-        let latency = monotonicNanoseconds() - actives[a].startedAt
+        let latency = time &- actives[a].startedAt
         actives[a].inUse = false
+        freeActives[freeActiveCount] = a
+        freeActiveCount += 1
         activeCount -= 1
         source.completed(actives[a].io, error: actives[a].error, latencyNanoseconds: latency)
     }
 
     private func tick(now: Double, source: BlockIOSource) throws(ClientError) {
         timerActions.removeAll(keepingCapacity: true)
-        tags.tick(now: now, into: &timerActions)
+        tagTable.pointee.tick(now: now, into: &timerActions)
         for action in timerActions {
             switch action {
             case .resend(let slot, let tag):
@@ -237,7 +310,7 @@ public final class BlockIOEngine {
             case .fail(let slot):
                 let a = parts[slot].active
                 actives[a].error = actives[a].error ?? .noReply(target: "e\(target.address) (\(target.mac))", seconds: tags.deadline)
-                partDone(a, source: source)
+                partDone(a, at: monotonicNanoseconds(), source: source)
             }
         }
         try flushTx()

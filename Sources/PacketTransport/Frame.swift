@@ -29,21 +29,26 @@ public struct Frame: @unchecked Sendable {
     }
 }
 
-/// Fixed, page-aligned frame slots allocated once. Each frame starts 36 bytes before a page boundary so its
-/// ATA data area is page-aligned, which O_DIRECT needs and which lets read data land in the reply frame.
+/// Fixed frame slots allocated once, each starting at the same offset in a page. By default a frame starts 36
+/// bytes before a page boundary so its ATA data area is page-aligned, which O_DIRECT needs and which lets read
+/// data land in the reply frame.
 public final class FramePool: @unchecked Sendable {
     public static let pageSize = 4096
     public let frameCapacity: Int
     public let slotCount: Int
     private let memory: UnsafeMutableRawPointer
     private let stride: Int
+    private let startInPage: Int
 
-    public init(slots: Int, frameCapacity: Int) {
+    /// - Parameter startInPage: where in its page each frame starts. The default (36 bytes before the end) puts
+    ///   the ATA data area on a page boundary.
+    public init(slots: Int, frameCapacity: Int, startInPage: Int = FramePool.pageSize - AoELayout.ataHeaderSize) {
         precondition(slots > 0 && frameCapacity >= AoELayout.minimumFrameSize)
+        precondition(startInPage >= 0 && startInPage < Self.pageSize)
         self.frameCapacity = frameCapacity
         slotCount = slots
-        let dataPages = (frameCapacity - AoELayout.ataHeaderSize + Self.pageSize - 1) / Self.pageSize
-        stride = Self.pageSize * (1 + dataPages)
+        self.startInPage = startInPage
+        stride = Self.pageSize * ((startInPage + frameCapacity + Self.pageSize - 1) / Self.pageSize)
         memory = UnsafeMutableRawPointer.allocate(byteCount: stride * slots, alignment: Self.pageSize)
         memory.initializeMemory(as: UInt8.self, repeating: 0, count: stride * slots)
     }
@@ -52,6 +57,6 @@ public final class FramePool: @unchecked Sendable {
 
     public func frame(_ index: Int) -> Frame {
         precondition(index >= 0 && index < slotCount)
-        return Frame(base: memory + index * stride + Self.pageSize - AoELayout.ataHeaderSize, capacity: frameCapacity)
+        return Frame(base: memory + index * stride + startInPage, capacity: frameCapacity)
     }
 }

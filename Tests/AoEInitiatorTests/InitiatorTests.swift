@@ -269,3 +269,61 @@ final class BenchWorkloadTests: XCTestCase {
         XCTAssertEqual(workload.report.ios, 4)
     }
 }
+
+final class FramePoolLayoutTests: XCTestCase {
+    func testDefaultLayoutPageAlignsTheATADataArea() {
+        let pool = FramePool(slots: 3, frameCapacity: 9014)
+        for i in 0..<3 {
+            XCTAssertEqual(Int(bitPattern: pool.frame(i).payload(count: 0).baseAddress!) % FramePool.pageSize, 0)
+        }
+    }
+
+    func testFramesStartWhereAskedAndDoNotOverlap() {
+        for (start, capacity) in [(96, 9014), (0, 1514), (4000, 1514)] {
+            let pool = FramePool(slots: 3, frameCapacity: capacity, startInPage: start)
+            for i in 0..<3 {
+                XCTAssertEqual(Int(bitPattern: pool.frame(i).base) % FramePool.pageSize, start)
+            }
+            XCTAssertGreaterThanOrEqual(pool.frame(1).base - pool.frame(0).base, capacity)
+            XCTAssertGreaterThanOrEqual(pool.frame(2).base - pool.frame(1).base, capacity)
+        }
+    }
+}
+
+final class BlockSetTests: XCTestCase {
+    func testAgreesWithSetUnderRandomInsertsAndRemoves() {
+        for (capacity, range) in [(1, 4), (4, 16), (32, 64), (32, 1 << 40), (100, 200)] {
+            let set = BlockSet(capacity: capacity)
+            defer { set.deallocate() }
+            var model = Set<Int>()
+            var rng = SystemRandomNumberGenerator()
+            for _ in 0..<20_000 {
+                let block = Int.random(in: 0..<range, using: &rng)
+                XCTAssertEqual(set.contains(block), model.contains(block))
+                if model.contains(block) {
+                    set.remove(block)
+                    model.remove(block)
+                } else if model.count < capacity {
+                    set.insert(block)
+                    model.insert(block)
+                }
+                if let other = model.randomElement(using: &rng), Bool.random(using: &rng) {
+                    set.remove(other)
+                    model.remove(other)
+                }
+            }
+            for block in model { XCTAssertTrue(set.contains(block)) }
+        }
+    }
+
+    func testSequentialBlocksWrapAroundTheTable() {
+        let set = BlockSet(capacity: 8)
+        defer { set.deallocate() }
+        for round in 0..<100 {
+            for b in 0..<8 { set.insert(round * 8 + b) }
+            for b in 0..<8 { XCTAssertTrue(set.contains(round * 8 + b)) }
+            for b in 0..<8 { set.remove(round * 8 + b) }
+            for b in 0..<8 { XCTAssertFalse(set.contains(round * 8 + b)) }
+        }
+    }
+}
