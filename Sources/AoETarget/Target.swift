@@ -71,9 +71,10 @@ public final class Target: @unchecked Sendable {
         mtu = Atomic(linkMTU)
         // Slots: up to Buffer Count requests in flight, up to as many completed ones whose replies workers are
         // still sending (no longer counted in flight, so the initiator may already send more), one receive
-        // batch, and the announcement. Pages are touched only when used.
+        // batch, and the announcement.
         pool = FramePool(slots: 2 * configuration.bufferCount + batch + 1,
-                         frameCapacity: max(linkMTU, 9000) + AoELayout.ethernetHeaderSize)
+                         frameCapacity: max(linkMTU, 9000) + AoELayout.ethernetHeaderSize,
+                         startInPage: Self.frameStartInPage(dataAlignment: device.capabilities.bufferAlignment))
         freeSlots = Array((0..<pool.slotCount).reversed())
         pending = Array(repeating: nil, count: pool.slotCount)
         access = ExportAccess(mask: configuration.mask)
@@ -94,6 +95,16 @@ public final class Target: @unchecked Sendable {
             firmware: configuration.firmware,
             writeCacheSupported: device.capabilities.writable, writeCacheEnabled: !configuration.durableWrites,
             flushSupported: device.capabilities.canFlush)
+    }
+
+    /// Where each frame starts in its page. The data area (36 bytes in) must meet the device's O_DIRECT
+    /// alignment, so read data can land in the reply frame; it sits at 512 bytes into the page when that is
+    /// enough. Page-aligned data would put the frame's start 36 bytes before a page boundary, where the kernel's
+    /// `rep movsb` copy between the frame and the socket buffer runs many times slower (source and destination
+    /// 1-31 bytes apart modulo 4 KiB): measured, null-device 4 KiB reads cost 30 % more CPU there.
+    static func frameStartInPage(dataAlignment: Int) -> Int {
+        let dataOffset = max(512, dataAlignment) % FramePool.pageSize
+        return (dataOffset - AoELayout.ataHeaderSize + FramePool.pageSize) % FramePool.pageSize
     }
 
     /// A 20-character serial that stays the same for the same image (FNV-1a of its identity).

@@ -95,7 +95,9 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
         self.fd = fd
         direct = options.direct
         byteOffset = Int(options.offsetSectors) * sectorSize
-        capabilities = DeviceCapabilities(writable: !options.readOnly, canFlush: true, bufferAlignment: options.direct ? 4096 : 1,
+        // O_DIRECT buffers: what the file says it needs, else a page (always enough).
+        let alignment = options.direct ? Syscall.directIOMemoryAlignment(fd) ?? 4096 : 1
+        capabilities = DeviceCapabilities(writable: !options.readOnly, canFlush: true, bufferAlignment: alignment,
                                           neverBlocks: Self.isMemoryBacked(fd, path: path))
     }
 

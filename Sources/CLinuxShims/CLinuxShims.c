@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/vfs.h>
 #include <sys/eventfd.h>
+#include <linux/stat.h>
 #include <sys/syscall.h>
 #include <linux/fs.h>
 #include <linux/capability.h>
@@ -102,3 +103,10 @@ int CLinuxShims_filesystemType(int fd, long *type) {
 }
 
 int CLinuxShims_eventCounter(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
+int CLinuxShims_directIOMemoryAlignment(int fd, uint32_t *align) {
+    struct statx st;
+    if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &st) != 0) return -1;
+    *align = (st.stx_mask & STATX_DIOALIGN) ? st.stx_dio_mem_align : 0;
+    return 0;
+}

@@ -148,6 +148,14 @@ public enum Syscall {
         fdatasyncCalls.add(1, ordering: .relaxed)
     }
 
+    /// The memory alignment O_DIRECT needs on `fd` (statx STATX_DIOALIGN); nil when the kernel or filesystem
+    /// does not say.
+    public static func directIOMemoryAlignment(_ fd: Int32) -> Int? {
+        var align: UInt32 = 0
+        guard CLinuxShims_directIOMemoryAlignment(fd, &align) == 0, align > 0 else { return nil }
+        return Int(align)
+    }
+
     /// socket(2).
     public static func socket(domain: Int32, type: Int32, protocol proto: Int32, context: String) throws(SystemError) -> Int32 {
         try retrying("socket", context) { Glibc.socket(domain, type | Int32(SOCK_CLOEXEC.rawValue), proto) }

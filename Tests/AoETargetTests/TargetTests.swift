@@ -511,6 +511,13 @@ final class RequestSchedulerTests: XCTestCase {
         }
     }
 
+    func testFrameDataMeetsTheDeviceAlignmentAwayFromPageBoundaries() {
+        XCTAssertEqual(Target.frameStartInPage(dataAlignment: 1), 476)
+        XCTAssertEqual(Target.frameStartInPage(dataAlignment: 512), 476)
+        XCTAssertEqual(Target.frameStartInPage(dataAlignment: 2048), 2012)
+        XCTAssertEqual(Target.frameStartInPage(dataAlignment: 4096), 4060, "page alignment when the device needs it")
+    }
+
     func testSchedulerAgreesWithThePlainRuleOnRandomTraffic() {
         var generator = SystemRandomNumberGenerator()
         for round in 0..<200 {

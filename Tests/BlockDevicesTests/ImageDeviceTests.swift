@@ -29,6 +29,22 @@ final class ImageDeviceTests: XCTestCase {
         return (buffer[0], buffer[1])
     }
 
+    func testDirectImageReadsIntoBuffersAtTheAlignmentItReports() throws {
+        let path = makeImage(sectors: 64)
+        var options = ImageDevice.Options()
+        options.direct = true
+        let device = try ImageDevice(path: path, options: options)
+        let alignment = device.capabilities.bufferAlignment
+        XCTAssertTrue(alignment > 1 && alignment <= 4096 && alignment & (alignment - 1) == 0, "alignment \(alignment)")
+        // A buffer aligned to exactly what the device reports (and no more): the target puts frame data there.
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: 3 * 4096, alignment: 4096)
+        defer { memory.deallocate() }
+        let start = alignment < 4096 ? memory + alignment : memory
+        let buffer = UnsafeMutableRawBufferPointer(start: start, count: 2 * 512)
+        try device.read(into: buffer, at: 7)
+        XCTAssertEqual([buffer[0], buffer[512]], [7, 8])
+    }
+
     func testWindowMapsFirstAndLastSector() throws {
         let path = makeImage(sectors: 100)
         var options = ImageDevice.Options()
