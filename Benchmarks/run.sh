@@ -33,15 +33,15 @@ done
 
 if [ "$QUICK" = 1 ]; then
     : "${DURATION:=2}" "${MTUS:=1500}"; IMG_MB=256
-    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync null"
+    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync null"
     WORKLOADS="4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 else
     : "${DURATION:=5}" "${MTUS:=1500 9000}"; IMG_MB=1024
-    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync vblade/disk-sync null"
+    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync vblade/disk-sync null"
     WORKLOADS="4k-randread-qd1 4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 fi
 TARGETS=${ONLY_TARGETS:-$TARGETS} WORKLOADS=${ONLY_WORKLOADS:-$WORKLOADS}
-for t in $TARGETS; do case $t in aoe/tmpfs|aoe/disk-direct|aoe/disk|aoe/disk-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
+for t in $TARGETS; do case $t in aoe/tmpfs|aoe/disk-direct|aoe/disk|aoe/disk-sync|aoe/disk-direct-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
     *) echo "run.sh: unknown target $t" >&2; exit 2 ;; esac; done
 for w in $WORKLOADS; do case $w in 4k-randread-qd1|4k-randread-qd32|4k-randwrite-qd32|seqread-maxframe-qd32) ;;
     *) echo "run.sh: unknown workload $w" >&2; exit 2 ;; esac; done
@@ -124,6 +124,7 @@ target_cmd() {   # prints the command line of target $1, one word per line
         aoe/disk-direct)  printf '%s\n' "$AOETARGET" --buffers 256 --direct 1 1 "$TI" "$DISK_IMG" ;;
         aoe/disk)         printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" "$DISK_IMG" ;;
         aoe/disk-sync)    printf '%s\n' "$AOETARGET" --buffers 256 --sync 1 1 "$TI" "$DISK_IMG" ;;
+        aoe/disk-direct-sync) printf '%s\n' "$AOETARGET" --buffers 256 --direct --sync 1 1 "$TI" "$DISK_IMG" ;;
         null)             printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" null:8G ;;
         vblade/tmpfs)     printf '%s\n' "$VBLADE" -b 256 1 1 "$TI" "$SHM_IMG" ;;
         vblade/disk)      printf '%s\n' "$VBLADE" -b 256 -d 1 1 "$TI" "$DISK_IMG" ;;
@@ -307,7 +308,7 @@ awk -F'\t' -v targets="fio/disk $TARGETS" -v workloads="$WORKLOADS" -v mtus="- $
 function ref_vblade(t) {
     if (t == "aoe/tmpfs" || t == "null") return "vblade/tmpfs"
     if (t == "aoe/disk-direct") return "vblade/disk"
-    if (t == "aoe/disk-sync") return ("vblade/disk-sync" in seen) ? "vblade/disk-sync" : "vblade/disk"
+    if (t == "aoe/disk-sync" || t == "aoe/disk-direct-sync") return ("vblade/disk-sync" in seen) ? "vblade/disk-sync" : "vblade/disk"
     return ""
 }
 function ratio(a, b) { return (b > 0 && a != "") ? sprintf("%.2f", a / b) : "-" }
@@ -382,7 +383,8 @@ END {
     nl = io(1500, "null", "4k-randread-qd32")
     low = (f != "" && nl != "") ? (f < nl ? f : nl) : ""
     goal("MTU 1500 4k-randread-qd32: aoe/disk-direct / min(fio " sprintf("%.0f", f) ", null " sprintf("%.0f", nl) ")", ratio(io(1500, "aoe/disk-direct", "4k-randread-qd32"), low), 0.8, 1)
-    goal("MTU 1500 4k-randwrite-qd32: aoe/disk-sync / aoe/disk (--sync vs not)", ratio(io(1500, "aoe/disk-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk", "4k-randwrite-qd32")), 0.5, 1)
+    goal("MTU 1500 4k-randwrite-qd32: aoe/disk-direct-sync / aoe/disk-direct (--sync vs not)", ratio(io(1500, "aoe/disk-direct-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk-direct", "4k-randwrite-qd32")), 0.5, 1)
+    goal("MTU 1500 4k-randwrite-qd32: aoe/disk-sync / aoe/disk (page cache; --sync vs not)", ratio(io(1500, "aoe/disk-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk", "4k-randwrite-qd32")), 0.5, 1)
     for (w = 1; w <= 2; w++) {
         wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"
         goal("MTU 1500 " wl ": CPU per I/O, aoe/tmpfs / vblade/tmpfs", ratio(cpumean(1500 SUBSEP "aoe/tmpfs" SUBSEP wl SUBSEP "aoectl"), cpumean(1500 SUBSEP "vblade/tmpfs" SUBSEP wl SUBSEP "aoectl")), 0.7, 0)

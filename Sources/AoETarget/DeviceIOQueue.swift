@@ -16,8 +16,9 @@ import LinuxSystem
 /// copy in memory): disks and hypervisors that split a request per segment serve four 1 KiB segments of an
 /// MTU 1500 I/O about half as fast as one 4 KiB block.
 ///
-/// Durable writes use group commit in the ring: a write that completes waits for an fdatasync queued after it;
-/// one fdatasync runs at a time and covers every write that completed before it was queued.
+/// Durable writes use group commit in the ring: a write that completes waits for an fdatasync queued after it.
+/// An fdatasync covers every write that completed before it was queued; up to `maxCommits` run at once, so
+/// writes that complete while one runs need not wait for it to end before theirs starts.
 final class DeviceIOQueue: @unchecked Sendable {
     let ring: IOUring
     let device: any FileBackedDevice
@@ -58,8 +59,9 @@ final class DeviceIOQueue: @unchecked Sendable {
     var unsubmitted = 0
     var pollArmed = false
     var commitWaiting: [Int] = []
-    var commitCovered: [Int] = []
-    var commitInFlight = false
+    /// Per commit in flight (by index): the group heads it covers; empty when that commit is free.
+    var commitCovered: [[Int]]
+    static let maxCommits = 4
     var finished: [Int] = []
     var replies: [Frame]
     let reapCapacity = 64
@@ -95,7 +97,8 @@ final class DeviceIOQueue: @unchecked Sendable {
         sorted.reserveCapacity(slots)
         finished.reserveCapacity(slots)
         commitWaiting.reserveCapacity(slots)
-        commitCovered.reserveCapacity(slots)
+        commitCovered = (0..<Self.maxCommits).map { _ in [Int]() }
+        for i in commitCovered.indices { commitCovered[i].reserveCapacity(slots) }
     }
 
     deinit {
@@ -128,9 +131,9 @@ extension Target {
         guard configuration.ioEngine != .threads, !passThrough, !device.capabilities.neverBlocks,
               let file = device as? any FileBackedDevice else { return nil }
         do {
-            // Room for every slot in flight, a commit and the socket poll, up to the kernel's limit (32 Ki).
+            // Room for every slot in flight, the commits and the socket poll, up to the kernel's limit (32 Ki).
             var entries = 1
-            while entries < min(slots + 2, 32768) { entries <<= 1 }
+            while entries < min(slots + DeviceIOQueue.maxCommits + 1, 32768) { entries <<= 1 }
             let ring = try IOUring(entries: entries, maxKernelWorkers: max(1, configuration.workers))
             return DeviceIOQueue(ring: ring, device: file, slots: slots, maxMerge: maxMerge,
                                  replyPlaceholder: Frame(base: UnsafeMutableRawPointer(bitPattern: 1)!, capacity: 0))
@@ -285,14 +288,13 @@ extension Target {
             case .transfer:
                 completeTransfer(q, head: slot, result: result)
             case .commit:
-                q.commitInFlight = false
                 let failure = result < 0 ? DeviceError(SystemError(call: "fdatasync", errno: -result, context: device.name)) : nil
                 if let failure {
                     statistics.add(.deviceErrors)
-                    log.frame(.error, "fdatasync covering \(q.commitCovered.count) write(s) failed: \(failure); replying ABRT")
+                    log.frame(.error, "fdatasync covering \(q.commitCovered[slot].count) write(s) failed: \(failure); replying ABRT")
                 }
-                for head in q.commitCovered { finishGroup(q, head: head, succeeded: failure == nil) }
-                q.commitCovered.removeAll(keepingCapacity: true)
+                for head in q.commitCovered[slot] { finishGroup(q, head: head, succeeded: failure == nil) }
+                q.commitCovered[slot].removeAll(keepingCapacity: true)
             case .flush:
                 if result < 0 {
                     statistics.add(.deviceErrors)
@@ -311,10 +313,9 @@ extension Target {
                 preconditionFailure("unknown io_uring user data \(data)")
             }
         }
-        if !q.commitInFlight && !q.commitWaiting.isEmpty {
-            swap(&q.commitWaiting, &q.commitCovered)
-            q.commitInFlight = true
-            queue(q) { $0.prepareDatasync(fd: q.device.fileDescriptor, userData: DeviceIOQueue.userData(.commit, 0)) }
+        if !q.commitWaiting.isEmpty, let free = q.commitCovered.firstIndex(where: \.isEmpty) {
+            swap(&q.commitWaiting, &q.commitCovered[free])
+            queue(q) { $0.prepareDatasync(fd: q.device.fileDescriptor, userData: DeviceIOQueue.userData(.commit, free)) }
         }
         let count = q.finished.count
         if count == 0 { return reaped }

@@ -7,9 +7,10 @@ import PacketTransport
 import Synchronization
 
 /// Serves one export on one link. The receiving thread parses each frame in place, answers control
-/// commands and errors at once, and hands device work to a pool of workers that read into, and write from,
-/// the frame's own slot: read data lands in the reply frame, write data goes to the device from the request
-/// frame, with no copy in between. Replies to inline commands leave in one sendmmsg per received batch.
+/// commands and errors at once, runs I/O on memory-backed devices itself, and queues disk I/O in io_uring
+/// (`DeviceIOQueue`, same thread) or, where that is unavailable, hands it to a pool of workers. Device I/O reads
+/// into, and writes from, the frame's own slot: read data lands in the reply frame, write data goes to the
+/// device from the request frame. Replies leave in batches (sendmmsg).
 public final class Target: @unchecked Sendable {
     public let configuration: TargetConfiguration
     public let device: any BlockDevice
@@ -140,8 +141,8 @@ public final class Target: @unchecked Sendable {
 
     // MARK: - Running
 
-    /// Starts the workers, announces the export, and serves until `stop` becomes true; then finishes the
-    /// requests in flight, flushes the device, and returns.
+    /// Announces the export and serves until `stop` becomes true; then finishes the requests in flight, flushes
+    /// the device, and returns.
     public func run(until stop: borrowing Atomic<Bool>) {
         var scratch = BatchScratch(batch: batch, placeholder: pool.frame(0))
         if let ioQueue {
