@@ -48,12 +48,21 @@ check "sync: writes reached fdatasync, at most one per write ($syncs for $writes
     test "${syncs:-0}" -ge 1 -a "${syncs:-0}" -le "${writes:-0}"
 stop_target
 
-# O_DIRECT on a disk filesystem (buffers are page-aligned: the frame's data area).
+# O_DIRECT on a disk filesystem (the frame's data area at the file's DIO alignment; merged requests through a
+# bounce buffer), through io_uring and through the worker threads.
 DISK=$(mktemp -p /var/tmp aoe-e2e.XXXXXX)
 truncate -s 16M "$DISK"
 start_target "$WORK/direct.log" -d 1 6 t0 "$DISK"
-aoectl bench -i i0 1.6 --rw randrw --qd 8 --bs 8k --count 1000 --verify --json >"$WORK/direct.json"
+check "O_DIRECT image: served through io_uring" grep -q "I/O via io_uring" "$WORK/direct.log"
+aoectl bench -i i0 1.6 --rw write --qd 16 --bs 8k --count 2048 --region 0:32768 --verify --seed 7 --json >"$WORK/fill.json"
+check "O_DIRECT image: every block written and verified" test "$(jq -c '[.verify_mismatches, .verified_blocks, .errors]' "$WORK/fill.json")" = "[0,2048,0]"
+aoectl bench -i i0 1.6 --rw randrw --qd 8 --bs 8k --count 1000 --region 0:32768 --verify --seed 7 --json >"$WORK/direct.json"
 check "O_DIRECT image: bench --verify clean" test "$(jq -c '[.verify_mismatches, .errors, (.verified_blocks > 0)]' "$WORK/direct.json")" = "[0,0,true]"
+stop_target
+start_target "$WORK/threads.log" -d --io-engine threads 1 6 t0 "$DISK"
+check "O_DIRECT image, --io-engine threads: served by threads" grep -q "I/O on 16 threads" "$WORK/threads.log"
+aoectl bench -i i0 1.6 --rw randread --qd 8 --bs 8k --count 1000 --region 0:32768 --verify-existing --seed 7 --json >"$WORK/threads.json"
+check "O_DIRECT image, threads: reads find what io_uring wrote" test "$(jq -c '[.verify_mismatches, .errors, (.verified_blocks > 0)]' "$WORK/threads.json")" = "[0,0,true]"
 stop_target
 rm -f "$DISK"
 
