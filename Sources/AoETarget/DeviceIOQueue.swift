@@ -296,15 +296,7 @@ extension Target {
                 for head in q.commitCovered[slot] { finishGroup(q, head: head, succeeded: failure == nil) }
                 q.commitCovered[slot].removeAll(keepingCapacity: true)
             case .flush:
-                if result < 0 {
-                    statistics.add(.deviceErrors)
-                    log.frame(.error, "flush of \(device.name) failed: \(SystemError(call: "fdatasync", errno: -result)); replying ABRT")
-                } else {
-                    statistics.add(.flushes)
-                }
-                let request = q.requests[slot]
-                finishATA(&q.requests[slot].frame, request.header, request.ata,
-                          ATADispatcher.reply(to: TaskFile(request.ata), succeeded: result >= 0), dataBytes: 0)
+                finishFlush(&q.requests[slot], failure: result < 0 ? DeviceError(SystemError(call: "fdatasync", errno: -result, context: device.name)) : nil)
                 q.replies[q.finished.count] = q.requests[slot].frame
                 q.finished.append(slot)
             case .poll:
@@ -369,7 +361,7 @@ extension Target {
             q.bounceOf[head] = -1
             q.freeBounce.append(index)
         }
-        countTransfer(requests: n, write: write, bytes: bytes, at: lba, failure: failure)
+        countTransfer(first, requests: n, bytes: bytes, failure: failure)
         if failure == nil && write && first.durable {
             q.commitWaiting.append(head)
             return

@@ -277,7 +277,7 @@ public final class Target: @unchecked Sendable {
     /// Runs the inline run (one vectored call when it has several requests) and queues its replies.
     private func finishInlineRun(_ s: inout BatchScratch) {
         if s.run.isEmpty { return }
-        if s.run.count == 1 { perform(&s.run[0]) } else { performMerged(&s.run, buffers: &s.runBuffers) }
+        if s.run[0].operation.transferRange != nil { performTransfer(&s.run, buffers: &s.runBuffers) } else { perform(&s.run[0]) }
         for (k, i) in s.runIndices.enumerated() {
             s.rxFrames[i] = s.run[k].frame
             s.reply(i)
@@ -620,11 +620,7 @@ public final class Target: @unchecked Sendable {
             for slot in slots { group.append(pending[slot]!) }
             lock.unlock()
 
-            if group.count == 1 {
-                perform(&group[0])
-            } else {
-                performMerged(&group, buffers: &buffers)
-            }
+            if group[0].operation.transferRange != nil { performTransfer(&group, buffers: &buffers) } else { perform(&group[0]) }
 
             // The requests are done before their replies leave: an initiator that sends its next request the
             // moment a reply arrives must find the Buffer Count free again. The slots stay taken until sent.
@@ -686,40 +682,41 @@ public final class Target: @unchecked Sendable {
 
     /// One preadv / pwritev for adjacent requests; each gets its own reply. A failure fails them all (ABRT):
     /// the initiator retries each on its own.
-    private func performMerged(_ group: inout [PendingRequest], buffers: inout [UnsafeMutableRawBufferPointer]) {
+    private func performTransfer(_ group: inout [PendingRequest], buffers: inout [UnsafeMutableRawBufferPointer]) {
         buffers.removeAll(keepingCapacity: true)
-        var firstLBA: UInt64 = 0
         var bytes = 0
-        for (i, request) in group.enumerated() {
-            switch request.operation {
-            case .read(let lba, let count), .write(let lba, let count):
-                if i == 0 { firstLBA = lba }
-                buffers.append(request.frame.payload(count: count * AoELayout.sectorSize))
-                bytes += count * AoELayout.sectorSize
-            default:
-                preconditionFailure("only reads and writes are merged")
-            }
+        for request in group {
+            let count = request.operation.transferRange!.count
+            buffers.append(request.frame.payload(count: count * AoELayout.sectorSize))
+            bytes += count * AoELayout.sectorSize
         }
+        let lba = group[0].operation.transferRange!.lba
         let isWrite = group[0].operation.writesMedia
         var failure: DeviceError? = nil
         do throws(DeviceError) {
-            try buffers.withUnsafeBufferPointer { (vectors) throws(DeviceError) in
-                if isWrite { try device.write(from: vectors, at: firstLBA) } else { try device.read(into: vectors, at: firstLBA) }
+            if group.count == 1 {
+                if isWrite { try device.write(from: UnsafeRawBufferPointer(buffers[0]), at: lba) } else { try device.read(into: buffers[0], at: lba) }
+            } else {
+                try buffers.withUnsafeBufferPointer { (vectors) throws(DeviceError) in
+                    if isWrite { try device.write(from: vectors, at: lba) } else { try device.read(into: vectors, at: lba) }
+                }
             }
             if isWrite && group[0].durable { try groupCommit.makeDurable() }
         } catch {
             failure = error
         }
-        countTransfer(requests: group.count, write: isWrite, bytes: bytes, at: firstLBA, failure: failure)
+        countTransfer(group[0], requests: group.count, bytes: bytes, failure: failure)
         for i in group.indices { finishTransfer(&group[i], succeeded: failure == nil) }
     }
 
-    /// Statistics (and the log line on failure) for one device transfer of `requests` merged requests.
-    func countTransfer(requests: Int, write: Bool, bytes: Int, at lba: UInt64, failure: DeviceError?) {
+    /// Statistics (and the log line on failure) for one device transfer of `requests` adjacent requests, the
+    /// first of them `first`.
+    func countTransfer(_ first: PendingRequest, requests: Int, bytes: Int, failure: DeviceError?) {
+        let write = first.operation.writesMedia
         if requests > 1 { statistics.add(.mergedRequests, requests) }
         if let failure {
             statistics.add(.deviceErrors)
-            log.frame(.error, "\(write ? "write" : "read") of \(requests) request(s) at LBA \(lba) failed: \(failure); replying ABRT")
+            log.frame(.error, "\(first.operation) for \(first.header.source) tag \(first.header.tag)\(requests > 1 ? " and \(requests - 1) adjacent request(s)" : "") failed: \(failure); replying ABRT")
         } else {
             statistics.add(write ? .writes : .reads, requests)
             statistics.add(write ? .bytesWritten : .bytesRead, bytes)
@@ -733,47 +730,36 @@ public final class Target: @unchecked Sendable {
         finishATA(&request.frame, request.header, request.ata, ATADispatcher.reply(to: TaskFile(request.ata), succeeded: succeeded), dataBytes: dataBytes)
     }
 
-    /// Runs the device operation and turns `request.frame` into its reply.
+    /// Runs a FLUSH or pass-through command and turns `request.frame` into its reply.
     private func perform(_ request: inout PendingRequest) {
-        let task = TaskFile(request.ata)
-        var dataBytes = 0
-        var succeeded = true
-        do throws(DeviceError) {
-            switch request.operation {
-            case .read(let lba, let count):
-                dataBytes = count * AoELayout.sectorSize
-                try device.read(into: request.frame.payload(count: dataBytes), at: lba)
-                statistics.add(.reads)
-                statistics.add(.bytesRead, dataBytes)
-            case .write(let lba, let count):
-                let bytes = count * AoELayout.sectorSize
-                try device.write(from: UnsafeRawBufferPointer(request.frame.payload(count: bytes)), at: lba)
-                if request.durable { try groupCommit.makeDurable() }
-                statistics.add(.writes)
-                statistics.add(.bytesWritten, bytes)
-            case .flush:
-                try device.flush()
-                statistics.add(.flushes)
-            case .passThrough(let command):
-                let bytes = command.sectors * AoELayout.sectorSize
-                let result = passThrough!.device.passThrough(command, data: request.frame.payload(count: bytes))
-                statistics.add(.passThroughCommands)
-                if let failure = result.failure {
-                    statistics.add(.deviceErrors)
-                    log.frame(.error, "\(command.taskFile.command) for \(request.header.source) tag \(request.header.tag): \(failure); replying ABRT")
-                }
-                finishATA(&request.frame, request.header, request.ata, result.registers, dataBytes: result.dataArrived ? bytes : 0)
-                return
-            default:
-                preconditionFailure("\(request.operation) is answered on the receive thread")
+        switch request.operation {
+        case .flush:
+            var failure: DeviceError? = nil
+            do { try device.flush() } catch { failure = error }
+            finishFlush(&request, failure: failure)
+        case .passThrough(let command):
+            let bytes = command.sectors * AoELayout.sectorSize
+            let result = passThrough!.device.passThrough(command, data: request.frame.payload(count: bytes))
+            statistics.add(.passThroughCommands)
+            if let failure = result.failure {
+                statistics.add(.deviceErrors)
+                log.frame(.error, "\(command.taskFile.command) for \(request.header.source) tag \(request.header.tag): \(failure); replying ABRT")
             }
-        } catch {
-            succeeded = false
-            dataBytes = 0
-            statistics.add(.deviceErrors)
-            log.frame(.error, "\(request.operation) for \(request.header.source) tag \(request.header.tag) failed: \(error); replying ABRT")
+            finishATA(&request.frame, request.header, request.ata, result.registers, dataBytes: result.dataArrived ? bytes : 0)
+        default:
+            preconditionFailure("\(request.operation) is not run by perform")
         }
-        finishATA(&request.frame, request.header, request.ata, ATADispatcher.reply(to: task, succeeded: succeeded), dataBytes: dataBytes)
+    }
+
+    /// Counts a FLUSH (or its failure) and turns its frame into the reply.
+    func finishFlush(_ request: inout PendingRequest, failure: DeviceError?) {
+        if let failure {
+            statistics.add(.deviceErrors)
+            log.frame(.error, "flush for \(request.header.source) tag \(request.header.tag) failed: \(failure); replying ABRT")
+        } else {
+            statistics.add(.flushes)
+        }
+        finishATA(&request.frame, request.header, request.ata, ATADispatcher.reply(to: TaskFile(request.ata), succeeded: failure == nil), dataBytes: 0)
     }
 
     /// Waits for the requests in flight, stops the workers, and flushes the device.
