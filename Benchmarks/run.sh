@@ -170,60 +170,20 @@ workload_args() {   # $1 workload -> "rw bs qd"
         seqread-maxframe-qd32) echo "read $((SPF * 512)) 32" ;;
     esac
 }
-# Before a094b66, aoectl bench --duration with --qd > 1 never ended (BenchWorkload kept issuing I/Os after the
-# time was up). A probe at the first target decides: if a QD 32 timed run ends, every run uses --duration;
-# otherwise (or as soon as a timed QD > 1 run times out) runs with QD > 1 are sized with --count: the first
-# round calibrates (growing --count runs, outside the CPU window), later rounds use the previous round's rate.
-# Every run is bounded by timeout either way.
-COUNT_MODE=1 PROBED=0 DURATION_NOTE=''
-declare -A RATE
-calibrate() {   # $1 key, $2 rw, $3 bs, $4 qd: IOPS of growing --count runs until one lasts 0.25 s, into RATE[key]
-    local key=$1 rw=$2 bs=$3 qd=$4 c=$(($4 * 16)) out secs
-    for _ in 1 2 3 4; do
-        out=$(inns timeout -k 2 $((DURATION * 4 + 20)) "$AOECTL" bench -i "$II" 1.1 --rw "$rw" --bs "$bs" --qd "$qd" \
-            --region "0:$SECTORS" --json --count "$c" 2>>"$W/aoectl.err") || true
-        secs=$(jq -r '.seconds // 0' <<<"$out" 2>/dev/null)
-        awk -v s="${secs:-0}" 'BEGIN { exit !(s >= 0.25) }' && break
-        c=$((c * 8))
-    done
-    RATE[$key]=$(jq -r '.iops // 0' <<<"$out" 2>/dev/null)
-}
-aoectl_bench() {   # $1 key, $2 rw, $3 bs, $4 qd; prints the JSON object or nothing
-    local key=$1 rw=$2 bs=$3 qd=$4 count
-    local base=(bench -i "$II" 1.1 --rw "$rw" --bs "$bs" --qd "$qd" --region "0:$SECTORS" --json)
-    if [ "$COUNT_MODE" = 0 ] || [ "$qd" = 1 ]; then
-        inns timeout -k 2 $((DURATION * 3 + 20)) "$AOECTL" "${base[@]}" --duration "$DURATION" 2>>"$W/aoectl.err"
-        return
-    fi
-    count=$(awk -v r="${RATE[$key]:-0}" -v d="$DURATION" -v q="$qd" 'BEGIN { n = int(r * d); if (n < q * 8) n = q * 8; print n }')
-    inns timeout -k 2 $((DURATION * 4 + 20)) "$AOECTL" "${base[@]}" --count "$count" 2>>"$W/aoectl.err"
-}
-
 run_one() {   # $1 mtu, $2 round, $3 target, $4 workload, $5 client
     local mtu=$1 round=$2 target=$3 wl=$4 client=$5 rw bs qd out rc t0 t1 fields
     read -r rw bs qd <<<"$(workload_args "$wl")"
-    for _ in 1 2; do   # a second try only after switching to --count
-        if [ "$client" = aoectl ] && [ "$COUNT_MODE" = 1 ] && [ "$qd" != 1 ] && [ -z "${RATE[$mtu/$target/$wl]:-}" ]; then
-            calibrate "$mtu/$target/$wl" "$rw" "$bs" "$qd"   # outside the CPU window
-        fi
-        t0=$(cpu_ticks "$TARGET_PID")
-        if [ "$client" = aoectl ]; then
-            out=$(aoectl_bench "$mtu/$target/$wl" "$rw" "$bs" "$qd"); rc=$?
-            fields=$(jq -r '[.iops, .mbps, .latency_us.p50, .latency_us.p99, .retransmits, .errors, .ios] | @tsv' <<<"$out" 2>/dev/null)
-        else
-            out=$(inns timeout -k 2 $((DURATION + 20)) "$LOAD" -i "$II" 1.1 --rw "$rw" --bs "$bs" --qd "$qd" \
-                --seconds "$DURATION" --region "0:$SECTORS" 2>>"$W/aoe-load.err"); rc=$?
-            fields=$(jq -r '[.iops, .mbps, .p50_us, .p99_us, .retransmits, .errors, .ios] | @tsv' <<<"$out" 2>/dev/null)
-        fi
-        t1=$(cpu_ticks "$TARGET_PID")
-        if [ -z "$fields" ] && [ "$client" = aoectl ] && [ "$COUNT_MODE" = 0 ] && [ "$qd" != 1 ] && [ "$rc" = 124 ]; then
-            COUNT_MODE=1
-            DURATION_NOTE="note: a timed 'aoectl bench' at QD $qd did not end ($target $wl): QD > 1 runs sized with --count from then on"
-            log "$DURATION_NOTE"
-            continue
-        fi
-        break
-    done
+    t0=$(cpu_ticks "$TARGET_PID")
+    if [ "$client" = aoectl ]; then
+        out=$(inns timeout -k 2 $((DURATION * 3 + 20)) "$AOECTL" bench -i "$II" 1.1 --rw "$rw" --bs "$bs" --qd "$qd" \
+            --region "0:$SECTORS" --json --duration "$DURATION" 2>>"$W/aoectl.err"); rc=$?
+        fields=$(jq -r '[.iops, .mbps, .latency_us.p50, .latency_us.p99, .retransmits, .errors, .ios] | @tsv' <<<"$out" 2>/dev/null)
+    else
+        out=$(inns timeout -k 2 $((DURATION + 20)) "$LOAD" -i "$II" 1.1 --rw "$rw" --bs "$bs" --qd "$qd" \
+            --seconds "$DURATION" --region "0:$SECTORS" 2>>"$W/aoe-load.err"); rc=$?
+        fields=$(jq -r '[.iops, .mbps, .p50_us, .p99_us, .retransmits, .errors, .ios] | @tsv' <<<"$out" 2>/dev/null)
+    fi
+    t1=$(cpu_ticks "$TARGET_PID")
     if [ -z "$fields" ]; then
         log "  $target $wl $client: FAILED (exit $rc)"
         printf '%s\t%s\t%s\t%s\t%s\tfail\n' "$mtu" "$target" "$wl" "$client" "$round" >>"$RESULTS"
@@ -231,7 +191,6 @@ run_one() {   # $1 mtu, $2 round, $3 target, $4 workload, $5 client
     fi
     local iops mbps p50 p99 retx errs ios cpu
     IFS=$'\t' read -r iops mbps p50 p99 retx errs ios <<<"$fields"
-    [ "$client" = aoectl ] && [ "$COUNT_MODE" = 1 ] && RATE[$mtu/$target/$wl]=$iops
     cpu=$(awk -v d=$((t1 - t0)) -v hz="$CLK_TCK" -v n="$ios" 'BEGIN { if (n > 0) printf "%.2f", d * 1e6 / hz / n; else print "nan" }')
     printf '%s\t%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mtu" "$target" "$wl" "$client" "$round" \
         "$iops" "$mbps" "$p50" "$p99" "$cpu" "$retx" "$errs" >>"$RESULTS"
@@ -275,17 +234,6 @@ for mtu in $MTUS; do
                 for wl in $WORKLOADS; do printf '%s\t%s\t%s\t%s\t%s\tfail\n' "$mtu" "$target" "$wl" aoectl "$round" >>"$RESULTS"; done
                 continue
             }
-            if [ "$PROBED" = 0 ]; then   # does a timed QD 32 run end? (it did not before a094b66)
-                PROBED=1
-                if inns timeout -k 1 $((DURATION + 5)) "$AOECTL" bench -i "$II" 1.1 --qd 32 --duration 0.5 \
-                        --region "0:$SECTORS" --json >/dev/null 2>&1; then
-                    COUNT_MODE=0
-                    DURATION_NOTE="note: aoectl runs are timed with --duration (a QD 32 timed probe ended)"
-                else
-                    DURATION_NOTE="note: 'aoectl bench --qd 32 --duration 0.5' did not end in $((DURATION + 5)) s: QD > 1 runs sized with --count"
-                fi
-                log "$DURATION_NOTE"
-            fi
             for wl in $WORKLOADS; do
                 run_one "$mtu" "$round" "$target" "$wl" aoectl
                 case " $C_CLIENT_TARGETS " in *" $target "*) run_one "$mtu" "$round" "$target" "$wl" aoe-load ;; esac
@@ -298,7 +246,6 @@ done
 
 # ---------------------------------------------------------------- the table
 log "done; every row is the mean of $ROUNDS rounds of about ${DURATION} s"
-echo "${DURATION_NOTE:-}"
 for f in "$W"/target-*.log; do   # drops that the targets counted (aoe-target logs counters on exit)
     d=$(grep -o 'dropped_[a-z_]*=[0-9]*' "$f" 2>/dev/null | tr '\n' ' ')
     [ -n "$d" ] && echo "note: $(basename "$f" .log): $d"
