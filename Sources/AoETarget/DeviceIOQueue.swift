@@ -148,10 +148,13 @@ extension Target {
     public var usesIOUring: Bool { ioQueue != nil }
 
     /// For the start-up log line: where device I/O runs.
+    /// Says why, so a device served the wrong way shows in the first line.
     public var ioDescription: String {
-        if device.capabilities.neverBlocks { return "I/O on the receive thread" }
+        if device.capabilities.neverBlocks { return "I/O on the receive thread: memory-backed, never waits for a disk" }
         if ioQueue != nil { return "I/O via io_uring" }
-        return "I/O on \(max(1, configuration.workers)) threads"
+        let why = passThrough != nil ? "SG_IO pass-through"
+            : configuration.ioEngine == .threads ? "--io-engine threads" : "io_uring unavailable"
+        return "I/O on \(max(1, configuration.workers)) threads (\(why))"
     }
 
     /// The event loop of an io_uring export; returns once `stop` is set and every request has been answered.

@@ -23,7 +23,7 @@ public final class Target: @unchecked Sendable {
     private let batch: Int
     private let groupCommit: GroupCommit
     /// Set when every ATA command goes to a real drive as sent.
-    private let passThrough: (device: any ATAPassThroughDevice, policy: PassThroughPolicy)?
+    let passThrough: (device: any ATAPassThroughDevice, policy: PassThroughPolicy)?
 
     // Guarded by `lock`.
     let lock = ConditionLock()

@@ -21,6 +21,7 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
         case inUse(String)
         case tooSmall(path: String, sectors: UInt64, offset: UInt64, length: UInt64?)
         case empty(String)
+        case directNeedsLargerSectors(path: String, alignment: Int)
 
         public var description: String {
             switch self {
@@ -37,6 +38,8 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
             case .tooSmall(let p, let s, let o, let l):
                 return "\(p): image too small: it has \(s) sectors, the window needs offset \(o)" + (l.map { " + length \($0)" } ?? " + at least 1")
             case .empty(let p): return "\(p): image is empty (0 sectors); create it first, e.g. truncate -s 1G \(p)"
+            case .directNeedsLargerSectors(let p, let a):
+                return "\(p): O_DIRECT (--direct) needs \(a)-byte aligned I/O here, but AoE transfers 512-byte sectors; serve it without --direct"
             }
         }
     }
@@ -45,7 +48,7 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
     public let sectorCount: UInt64
     public let capabilities: DeviceCapabilities
     public let identity: String
-    public var name: String { "image \(path)" }
+    public var name: String { storage == .blockDevice ? "block device \(path)" : "image \(path) (\(storage))" }
     private let fd: Int32
     private let byteOffset: Int
     private let direct: Bool
@@ -55,6 +58,8 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
         var flags = options.readOnly ? O_RDONLY : O_RDWR
         if options.direct { flags |= CLinuxShims_O_DIRECT() }
         let fd: Int32
+        let storage: Storage
+        var alignment = 1
         do {
             // Probe the kind first: a block device must be opened with O_EXCL so a mounted disk is refused.
             var st = stat()
@@ -69,6 +74,10 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
                 } else {
                     guard try Syscall.tryExclusiveLock(fd, context: path) else { throw OpenError.inUse(path) }
                     bytes = UInt64(try Syscall.fstat(fd, context: path).st_size)
+                }
+                storage = try Self.storage(of: fd, context: path)
+                if options.direct {
+                    alignment = try Self.directIOMemoryAlignment(fd, path: path, isBlockDevice: isBlock)
                 }
                 let total = bytes / UInt64(sectorSize)
                 if total == 0 { throw OpenError.empty(path) }
@@ -93,12 +102,11 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
             fatalError("unexpected error \(error)")
         }
         self.fd = fd
+        self.storage = storage
         direct = options.direct
         byteOffset = Int(options.offsetSectors) * sectorSize
-        // O_DIRECT buffers: what the file says it needs, else a page (always enough).
-        let alignment = options.direct ? Syscall.directIOMemoryAlignment(fd) ?? 4096 : 1
         capabilities = DeviceCapabilities(writable: !options.readOnly, canFlush: true, bufferAlignment: alignment,
-                                          neverBlocks: Self.isMemoryBacked(fd, path: path))
+                                          neverBlocks: storage.isMemory)
     }
 
     deinit { Syscall.close(fd) }
@@ -107,11 +115,58 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
     public var bypassesPageCache: Bool { direct }
     public func fileOffset(of lba: UInt64) -> Int { byteOffset + Int(lba) * sectorSize }
 
-    /// tmpfs and ramfs keep files in memory: reads and writes never wait for a disk.
-    static func isMemoryBacked(_ fd: Int32, path: String) -> Bool {
-        let tmpfsMagic = 0x0102_1994, ramfsMagic = 0x8584_58F6
-        guard let type = try? Syscall.filesystemType(fd, context: path) else { return false }
-        return type == tmpfsMagic || type == ramfsMagic
+    /// What an image's bytes live on, which decides where its I/O runs.
+    public enum Storage: Hashable, Sendable, CustomStringConvertible {
+        /// A block device (a whole disk, a partition, a RAM disk): always queued like a disk. Its node's
+        /// filesystem (devtmpfs, which reports TMPFS_MAGIC) says nothing about where its sectors are.
+        case blockDevice
+        /// A regular file on tmpfs or ramfs: its pages are memory, reads and writes never wait for a disk.
+        case memoryFile(filesystem: String)
+        /// A regular file on any other filesystem.
+        case file
+
+        public var isMemory: Bool { if case .memoryFile = self { true } else { false } }
+
+        public var description: String {
+            switch self {
+            case .blockDevice: "block device"
+            case .memoryFile(let fs): "file on \(fs)"
+            case .file: "file"
+            }
+        }
+
+        /// The rule, from a file's mode (`st_mode`) and its filesystem's magic (`f_type` of statfs).
+        public static func classify(mode: mode_t, filesystemType: Int) -> Storage {
+            switch mode & S_IFMT {
+            case S_IFBLK: return .blockDevice
+            case S_IFREG:
+                switch filesystemType {
+                case 0x0102_1994: return .memoryFile(filesystem: "tmpfs")   // TMPFS_MAGIC
+                case 0x8584_58F6: return .memoryFile(filesystem: "ramfs")   // RAMFS_MAGIC
+                default: return .file
+                }
+            default: return .file
+            }
+        }
+    }
+
+    public let storage: Storage
+
+    /// The storage of an open file (fstat + fstatfs).
+    public static func storage(of fd: Int32, context: String) throws(SystemError) -> Storage {
+        let mode = try Syscall.fstat(fd, context: context).st_mode
+        return Storage.classify(mode: mode, filesystemType: try Syscall.filesystemType(fd, context: context))
+    }
+
+    /// The memory alignment of O_DIRECT buffers. AoE addresses 512-byte sectors, so a file or device whose
+    /// O_DIRECT offsets must be coarser (a disk with 4096-byte logical sectors) cannot be served with --direct.
+    private static func directIOMemoryAlignment(_ fd: Int32, path: String, isBlockDevice: Bool) throws -> Int {
+        let known = Syscall.directIOAlignment(fd)
+        // Block devices: their logical sector size, when statx does not report it (kernels before 6.1).
+        let offsetAlignment = try known?.offset ?? (isBlockDevice ? Syscall.logicalBlockSize(fd, context: path) : sectorSize)
+        if offsetAlignment > sectorSize { throw OpenError.directNeedsLargerSectors(path: path, alignment: offsetAlignment) }
+        // What the file says it needs, else a page (always enough).
+        return known?.memory ?? 4096
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {

@@ -104,9 +104,15 @@ int CLinuxShims_filesystemType(int fd, long *type) {
 
 int CLinuxShims_eventCounter(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
 
-int CLinuxShims_directIOMemoryAlignment(int fd, uint32_t *align) {
+int CLinuxShims_directIOAlignment(int fd, uint32_t *memory, uint32_t *offset) {
     struct statx st;
     if (syscall(SYS_statx, fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &st) != 0) return -1;
-    *align = (st.stx_mask & STATX_DIOALIGN) ? st.stx_dio_mem_align : 0;
+    int known = (st.stx_mask & STATX_DIOALIGN) != 0;
+    *memory = known ? st.stx_dio_mem_align : 0;
+    *offset = known ? st.stx_dio_offset_align : 0;
     return 0;
+}
+
+int CLinuxShims_logicalBlockSize(int fd, int *bytes) {
+    return ioctl(fd, BLKSSZGET, bytes);
 }

@@ -148,12 +148,19 @@ public enum Syscall {
         fdatasyncCalls.add(1, ordering: .relaxed)
     }
 
-    /// The memory alignment O_DIRECT needs on `fd` (statx STATX_DIOALIGN); nil when the kernel or filesystem
-    /// does not say.
-    public static func directIOMemoryAlignment(_ fd: Int32) -> Int? {
-        var align: UInt32 = 0
-        guard CLinuxShims_directIOMemoryAlignment(fd, &align) == 0, align > 0 else { return nil }
-        return Int(align)
+    /// The memory and file-offset alignment O_DIRECT needs on `fd` (statx STATX_DIOALIGN); nil when the kernel,
+    /// the filesystem or the device does not say.
+    public static func directIOAlignment(_ fd: Int32) -> (memory: Int, offset: Int)? {
+        var memory: UInt32 = 0, offset: UInt32 = 0
+        guard CLinuxShims_directIOAlignment(fd, &memory, &offset) == 0, memory > 0, offset > 0 else { return nil }
+        return (Int(memory), Int(offset))
+    }
+
+    /// ioctl(BLKSSZGET): a block device's logical sector size.
+    public static func logicalBlockSize(_ fd: Int32, context: String) throws(SystemError) -> Int {
+        var bytes: Int32 = 0
+        _ = try retrying("ioctl(BLKSSZGET)", context) { CLinuxShims_logicalBlockSize(fd, &bytes) }
+        return Int(bytes)
     }
 
     /// socket(2).

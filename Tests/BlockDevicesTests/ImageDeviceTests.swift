@@ -45,6 +45,74 @@ final class ImageDeviceTests: XCTestCase {
         XCTAssertEqual([buffer[0], buffer[512]], [7, 8])
     }
 
+    // MARK: - Where an image's I/O runs: memory-backed means a regular file on tmpfs or ramfs, nothing else.
+
+    /// The storage of `path` as the device classes it, from a descriptor opened with O_PATH (no I/O, no driver
+    /// needed: a block node whose driver is absent still stats).
+    func storage(ofNode path: String) throws -> (ImageDevice.Storage, filesystem: Int) {
+        let oPath: Int32 = 0o10000000   // O_PATH (asm-generic/fcntl.h), which Glibc's Swift module does not export
+        let fd = open(path, oPath | O_CLOEXEC)
+        guard fd >= 0 else { throw XCTSkip("cannot open \(path) with O_PATH: errno \(errno)") }
+        defer { close(fd) }
+        return (try ImageDevice.storage(of: fd, context: path), try Syscall.filesystemType(fd, context: path))
+    }
+
+    let tmpfsMagic = 0x0102_1994
+
+    func testRegularFileOnDevShmIsMemoryBacked() throws {
+        let path = "/dev/shm/aoe-image-tests-\(getpid()).img"
+        FileManager.default.createFile(atPath: path, contents: Data(count: 4096))
+        defer { unlink(path) }
+        let device = try ImageDevice(path: path, options: .init())
+        XCTAssertEqual(device.storage, .memoryFile(filesystem: "tmpfs"))
+        XCTAssertTrue(device.capabilities.neverBlocks)
+    }
+
+    func testRegularFileOnADiskFilesystemIsNotMemoryBacked() throws {
+        // The test's own source folder: on the disk the checkout lives on.
+        let folder = String(#filePath.prefix(upTo: #filePath.lastIndex(of: "/")!))
+        let path = folder + "/.storage-test-\(getpid()).img"
+        FileManager.default.createFile(atPath: path, contents: Data(count: 4096))
+        defer { unlink(path) }
+        let (_, filesystem) = try storage(ofNode: path)
+        if filesystem == tmpfsMagic { throw XCTSkip("\(folder) is on tmpfs here") }
+        let device = try ImageDevice(path: path, options: .init())
+        XCTAssertEqual(device.storage, .file)
+        XCTAssertFalse(device.capabilities.neverBlocks)
+    }
+
+    /// The bug this guards against: a block device's node lives on devtmpfs, whose magic is TMPFS_MAGIC, so
+    /// asking fstatfs alone classed every whole disk as memory and served it on the receive thread.
+    func testBlockDeviceNodeOnDevtmpfsIsNotMemoryBacked() throws {
+        let nodes = (try? FileManager.default.contentsOfDirectory(atPath: "/dev")) ?? []
+        guard let node = nodes.sorted().map({ "/dev/" + $0 }).first(where: { path in
+            var st = stat()
+            return lstat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFBLK
+        }) else { throw XCTSkip("no block device node in /dev") }
+        let (storage, filesystem) = try storage(ofNode: node)
+        XCTAssertEqual(filesystem, tmpfsMagic, "\(node) is expected on devtmpfs, the case that was misclassified")
+        XCTAssertEqual(storage, .blockDevice, node)
+        XCTAssertFalse(storage.isMemory)
+    }
+
+    func testCharacterDeviceNodeOnDevtmpfsIsNotMemoryBacked() throws {
+        let (storage, filesystem) = try storage(ofNode: "/dev/null")
+        XCTAssertEqual(filesystem, tmpfsMagic)
+        XCTAssertFalse(storage.isMemory)
+        XCTAssertThrowsError(try ImageDevice(path: "/dev/null", options: .init())) { error in
+            XCTAssertEqual("\(error)", "/dev/null: not a regular file or block device")
+        }
+    }
+
+    func testClassificationRuleByModeAndFilesystem() {
+        let ramfs = 0x8584_58F6, ext4 = 0xEF53
+        XCTAssertEqual(ImageDevice.Storage.classify(mode: S_IFREG | 0o644, filesystemType: tmpfsMagic), .memoryFile(filesystem: "tmpfs"))
+        XCTAssertEqual(ImageDevice.Storage.classify(mode: S_IFREG | 0o644, filesystemType: ramfs), .memoryFile(filesystem: "ramfs"))
+        XCTAssertEqual(ImageDevice.Storage.classify(mode: S_IFREG | 0o644, filesystemType: ext4), .file)
+        XCTAssertEqual(ImageDevice.Storage.classify(mode: S_IFBLK | 0o600, filesystemType: tmpfsMagic), .blockDevice)
+        XCTAssertEqual(ImageDevice.Storage.classify(mode: S_IFBLK | 0o600, filesystemType: ext4), .blockDevice)
+    }
+
     func testWindowMapsFirstAndLastSector() throws {
         let path = makeImage(sectors: 100)
         var options = ImageDevice.Options()

@@ -61,8 +61,12 @@ int CLinuxShims_O_DIRECT(void);
 /// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): <sys/eventfd.h> is not in the Swift module.
 int CLinuxShims_eventCounter(void);
 
-/// statx(fd, STATX_DIOALIGN): the memory alignment O_DIRECT needs on this file. 0 on success with *align set
-/// (0 when the filesystem does not say), -1 with errno otherwise (ENOSYS, EINVAL on older kernels).
-int CLinuxShims_directIOMemoryAlignment(int fd, uint32_t *align);
+/// statx(fd, STATX_DIOALIGN): the memory and file-offset alignment O_DIRECT needs on this file. 0 on success
+/// with both set (0 when the filesystem or device does not say), -1 with errno otherwise (ENOSYS, EINVAL on
+/// older kernels).
+int CLinuxShims_directIOAlignment(int fd, uint32_t *memory, uint32_t *offset);
+
+/// ioctl(BLKSSZGET): a block device's logical sector size, the unit O_DIRECT transfers must be aligned to.
+int CLinuxShims_logicalBlockSize(int fd, int *bytes);
 
 #endif
