@@ -87,16 +87,9 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # ---------------------------------------------------------------- prerequisites and build
-need=()
-command -v fio >/dev/null || need+=(fio)
-command -v vblade >/dev/null || need+=(vblade)
-command -v jq >/dev/null || need+=(jq)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing ${need[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null 2>&1 ||
-        { apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; } ||
-        { echo "run.sh: could not install ${need[*]}" >&2; exit 1; }
-fi
+# shellcheck source=../scripts/install-deps.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/install-deps.sh"
+deps_ensure build bench || exit 1
 log "building release binaries (swift build -c release) and aoe-load"
 swift build -c release >"$W/build.log" 2>&1 || { tail -30 "$W/build.log" >&2; echo "run.sh: swift build failed" >&2; exit 1; }
 BIN=$(swift build -c release --show-bin-path)

@@ -3,10 +3,18 @@
 # initiators and targets nobody here wrote. Network tests need root; they create their own namespaces.
 # A test script exits 0 (pass), 77 (skip: not root or a tool missing) or anything else (fail).
 # With CI=true a skip counts as a failure: CI installs every tool and runs as root, so nothing may skip there.
+# It sets the machine up first: as root it installs whatever Debian package of scripts/install-deps.sh is
+# missing (and says which); otherwise it stops at once, naming the command to run.
 set -u
 cd "$(dirname "$0")/.."
 passed=0 failed=0 skipped=0
 failures=()
+
+[ "$(id -u)" -eq 0 ] || { echo "Tests/run.sh: the tests need root (network namespaces, raw sockets, QEMU guests): sudo $0"; exit 1; }
+# shellcheck source=../scripts/install-deps.sh
+. scripts/install-deps.sh
+deps_ensure build e2e interop passthrough || exit 1
+command -v swift >/dev/null || { echo "Tests/run.sh: no swift on PATH: install the Swift toolchain (6.0 or newer)"; exit 1; }
 
 echo "== swift build"
 swift build 2>&1 | tail -3
@@ -40,9 +48,9 @@ run_script() {
     fi
 }
 
-for script in Tests/e2e/test-*.sh; do [ -e "$script" ] && run_script "$script"; done
+for script in Tests/repo/test-*.sh Tests/e2e/test-*.sh; do [ -e "$script" ] && run_script "$script"; done
 if [ "${AOE_SKIP_INTEROP:-}" != "1" ]; then
-    for script in Tests/interop/test-*.sh Tests/passthrough/test-*.sh; do [ -e "$script" ] && run_script "$script"; done
+    for script in Tests/interop/test-*.sh Tests/passthrough/test-*.sh Tests/blockdev/test-*.sh; do [ -e "$script" ] && run_script "$script"; done
 fi
 
 echo

@@ -5,11 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates a network namespace): sudo $0"; exit 1; }
-# Build dependencies (headers for libpcap and liburing), installed once if missing.
-if ! [ -e /usr/include/pcap/pcap.h ] || ! [ -e /usr/include/liburing.h ]; then
-    echo "demo: installing libpcap-dev liburing-dev"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcap-dev liburing-dev >/dev/null
-fi
+# shellcheck source=install-deps.sh
+. scripts/install-deps.sh
+deps_ensure build demo
 swift build -c release --product aoe-target >/dev/null
 swift build -c release --product aoectl >/dev/null
 BIN=$(swift build -c release --show-bin-path)

@@ -2,7 +2,7 @@
 # The one list of what the project needs from a Debian machine, grouped by what needs it, and the one way to
 # install it. The demo, Tests/run.sh, Benchmarks/run.sh and .ci/run all come through here.
 #
-#   scripts/install-deps.sh [--check] [GROUP...]    groups: build e2e interop passthrough bench (default: all)
+#   scripts/install-deps.sh [--check] [GROUP...]    groups: build demo e2e interop passthrough bench (default: all)
 #
 # Without --check (as root): installs the missing packages, saying which. With --check: prints the missing
 # packages, one line, and exits 1 when any is missing. Sourced (`. scripts/install-deps.sh`), it only defines
@@ -15,12 +15,16 @@
 DEPS_TABLE='
 build       libpcap-dev          -
 build       liburing-dev         -
-build       pkg-config           pkg-config
+build       pkgconf              pkg-config
+demo        iproute2             ip
 e2e         iproute2             ip
 e2e         jq                   jq
 e2e         util-linux           setpriv flock
 e2e         procps               pgrep pkill
-e2e         coreutils            timeout od dd truncate cmp realpath sha256sum
+e2e         coreutils            timeout od dd truncate realpath sha256sum
+e2e         diffutils            cmp
+e2e         grep                 grep
+e2e         mawk                 awk
 e2e         nftables             nft
 e2e         tshark               tshark
 e2e         tcpdump              tcpdump
@@ -42,7 +46,7 @@ bench       fio                  fio
 bench       vblade               vblade
 bench       jq                   jq
 '
-DEPS_GROUPS="build e2e interop passthrough bench"
+DEPS_GROUPS="build demo e2e interop passthrough bench"
 
 # deps_packages GROUP...: the packages of those groups, once each.
 deps_packages() {

@@ -19,7 +19,8 @@ check() { # check DESCRIPTION COMMAND...: pass when the command succeeds
 }
 
 [ "$(id -u)" -eq 0 ] || skip "needs root (network namespaces, raw sockets)"
-for tool in ip jq; do command -v $tool >/dev/null || skip "$tool not installed"; done
+. "$ROOT/Tests/lib/need.sh"
+need_tool ip jq
 [ -x "$BIN/aoe-target" ] && [ -x "$BIN/aoectl" ] || skip "build first: swift build"
 
 cleanup() {

@@ -2,7 +2,7 @@
 # aoectl against Debian's vblade (the reference target nobody here wrote) and against aoe-target on the
 # same kind of image: the same answers where vblade implements the command, and bench --verify clean on both.
 . "$(dirname "$0")/lib.sh"
-command -v vblade >/dev/null || skip "vblade not installed (apt-get install vblade)"
+need_tool vblade
 net_up 1500
 truncate -s 32M "$WORK/vblade.img" "$WORK/ours.img"
 printf 'HELLO-AOE' | tee >(dd of="$WORK/vblade.img" bs=512 seek=5 conv=notrunc status=none) | dd of="$WORK/ours.img" bs=512 seek=5 conv=notrunc status=none

@@ -2,7 +2,7 @@
 # Debian's aoetools (aoeping, aoecfg) against aoe-target, with no short-frame workaround: aoeping ignores
 # replies shorter than 60 bytes, so this also proves replies are padded.
 . "$(dirname "$0")/lib.sh"
-for tool in aoeping aoecfg; do command -v $tool >/dev/null || skip "$tool not installed (apt-get install aoetools)"; done
+need_tool aoeping aoecfg
 net_up 1500
 truncate -s 32M "$WORK/disk.img"
 start_target "$WORK/target.log" --model "Interop Model" --serial "INTEROP-7" 5 3 t0 "$WORK/disk.img"

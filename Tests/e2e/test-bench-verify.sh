@@ -4,7 +4,7 @@
 # Then 5 % of AoE frames dropped by nftables on the bridge: bench --verify still finds 0 mismatches and
 # reports its retransmits.
 . "$(dirname "$0")/lib.sh"
-command -v nft >/dev/null || skip "nft not installed (apt-get install nftables)"
+need_tool nft
 net_up 1500
 IMG=$WORK/disk.img
 truncate -s 64M "$IMG"

@@ -2,7 +2,7 @@
 # --pcap writes every frame received and sent; tshark decodes them all as AoE with no malformed frame.
 # At MTU 9000 the target advertises 17 sectors per frame and moves them.
 . "$(dirname "$0")/lib.sh"
-command -v tshark >/dev/null || skip "tshark not installed (apt-get install tshark)"
+need_tool tshark
 net_up 9000
 truncate -s 32M "$WORK/disk.img"
 start_target "$WORK/target.log" --pcap "$WORK/trace.pcap" 0 9 t0 "$WORK/disk.img"

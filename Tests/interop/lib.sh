@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared helpers for the interop tests in this folder. Source it; do not run it.
 #
-#   it_need_root / it_need_cmds / it_need_files   SKIP (exit 77) when something is missing
+#   it_need_root / need_tool / it_need_files      SKIP (exit 77) when something is missing
 #   it_workdir NAME                               scratch folder /tmp/interop-NAME-XXXXXX
 #   it_on_exit CMD                                run CMD on exit (LIFO), also on failure/signal
 #   it_net_setup MTU                              namespace + bridge + veth (target) + tap (QEMU)
@@ -73,12 +73,9 @@ it_die() {
 
 it_need_root() { [ "$(id -u)" = 0 ] || it_skip "must run as root (creates a network namespace and a tap device)"; }
 
-it_need_cmds() {
-    local c
-    for c in "$@"; do
-        command -v "$c" >/dev/null 2>&1 || it_skip "missing tool: $c"
-    done
-}
+# need_tool TOOL...: see ../lib/need.sh
+# shellcheck source=../lib/need.sh
+. "$IT_DIR/../lib/need.sh"
 
 it_need_files() {
     local f

@@ -8,7 +8,7 @@ set -u
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export SHIFT=${SHIFT:-4}
 case "$SHIFT" in ''|0|*[!0-9]*) echo "SHIFT must be a positive number of sectors" >&2; exit 2 ;; esac
-it_need_cmds tcpdump
+need_tool tcpdump
 it_log "negative: test-ipxe-boot.sh with SHIFT=$SHIFT must FAIL for a data reason"
 it_run_negative "$IT_DIR/test-ipxe-boot.sh" \
     'iPXE sent [1-9][0-9]* ATA READ requests' \

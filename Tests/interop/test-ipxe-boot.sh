@@ -28,7 +28,7 @@ SLOT=1
 NSECT_STAGE2=64            # LBAs 1..64 read by the boot sector (must match the code below)
 
 it_need_root
-it_need_cmds ip timeout flock od dd truncate cmp realpath pgrep "$IT_QEMU"
+need_tool ip timeout flock od dd truncate cmp realpath pgrep "$IT_QEMU"
 IPXE=""
 for f in /usr/lib/ipxe/ipxe.lkrn /boot/ipxe.lkrn; do
     [ -r "$f" ] && { IPXE=$f; break; }

@@ -47,7 +47,7 @@ case "$MTU" in ''|*[!0-9]*) echo "MTU must be a number" >&2; exit 2 ;; esac
 case "$SHIFT" in ''|*[!0-9]*) echo "SHIFT must be a number of sectors" >&2; exit 2 ;; esac
 
 it_need_root
-it_need_cmds ip timeout flock cpio od dd cmp truncate ldd sha256sum realpath pgrep busybox fio mke2fs debugfs e2fsck "$IT_QEMU"
+need_tool ip timeout flock cpio od dd cmp truncate ldd sha256sum realpath pgrep busybox fio mke2fs debugfs e2fsck "$IT_QEMU"
 [ -e /dev/net/tun ] || it_skip "no /dev/net/tun"
 it_pick_kernel
 it_resolve_target

@@ -77,15 +77,16 @@ trap 'echo terminated >&2; exit 143' TERM HUP
 case "$MODE" in aoe|reference) ;; *) die "PT_MODE must be aoe or reference, not '$MODE'" ;; esac
 for b in $BUSES; do case "$b" in ahci|piix) ;; *) die "PT_BUSES: unknown bus '$b' (ahci, piix)" ;; esac; done
 [ "$(id -u)" = 0 ] || skip "must run as root (reads /boot/vmlinuz-*, packs kernel modules)"
-for c in "$QEMU" cpio busybox jq ldd flock timeout cmp dd od grep awk truncate sha256sum; do
-    command -v "$c" >/dev/null 2>&1 || skip "missing tool: $c"
-done
+# shellcheck source=../lib/need.sh
+. "$PT_DIR/../lib/need.sh"
+need_tool "$QEMU" cpio busybox jq ldd flock timeout cmp dd od grep awk truncate sha256sum
 ldd "$(command -v busybox)" 2>&1 | grep -qE 'not a dynamic executable|statically linked' ||
     skip "busybox is not statically linked (apt-get install busybox-static)"
 # aoe mode: sg_raw / sg_sat_identify ask the drive directly, to compare with what comes through AoE
 REF_TOOLS="sg_raw sg_sat_identify"
 [ "$MODE" = reference ] && REF_TOOLS+=" hdparm smartctl vblade"
-for c in $REF_TOOLS; do command -v "$c" >/dev/null 2>&1 || skip "missing tool: $c (sg3-utils hdparm smartmontools vblade)"; done
+need_tool sg_raw sg_sat_identify
+[ "$MODE" = reference ] && need_tool hdparm smartctl vblade
 
 if [ -n "${KVER:-}" ]; then
     kver=$KVER
