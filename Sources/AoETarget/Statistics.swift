@@ -11,7 +11,7 @@ public final class TargetStatistics: @unchecked Sendable {
         case aoeErrorsSent, ataErrors, ataOutOfRange, ataAborted
         case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
         case sendErrors, receiveErrors, mtuChanges, fdatasyncs
-        case passThroughCommands, passThroughRefused, mergedRequests, cachedReads
+        case passThroughCommands, passThroughRefused, mergedRequests, cachedReads, stateSaveErrors
 
         public var name: String {
             switch self {
@@ -43,6 +43,7 @@ public final class TargetStatistics: @unchecked Sendable {
             case .passThroughRefused: "passthrough_refused"
             case .mergedRequests: "merged_requests"
             case .cachedReads: "reads_from_page_cache"
+            case .stateSaveErrors: "state_save_errors"
             }
         }
     }

@@ -17,6 +17,8 @@ public final class Target: @unchecked Sendable {
     public let link: any FrameLink
     public let statistics = TargetStatistics()
     public let log: TargetLog
+    /// Config string, mask, reservation, write cache: shared with the export's other ports, saved on change.
+    public let state: ExportState
 
     private let identifyBase: IdentifyParameters
     private let pool: FramePool
@@ -27,9 +29,6 @@ public final class Target: @unchecked Sendable {
 
     // Guarded by `lock`.
     let lock = ConditionLock()
-    private var access: ExportAccess
-    private var configString: ConfigStringState
-    private var writeCacheEnabled: Bool
     var scheduler = RequestScheduler()
     var freeSlots: [Int]
     var pending: [PendingRequest?]
@@ -59,8 +58,10 @@ public final class Target: @unchecked Sendable {
 
     /// - Parameter passThroughPolicy: with an `ATAPassThroughDevice`, send every ATA command to the drive as
     ///   the initiator sent it, filtered by this policy.
+    /// - Parameter state: the export's protocol state, shared by all its ports; nil: a fresh one from
+    ///   `configuration`, kept in memory.
     public init(configuration: TargetConfiguration, device: any BlockDevice, link: any FrameLink, log: TargetLog,
-                passThroughPolicy: PassThroughPolicy? = nil) {
+                passThroughPolicy: PassThroughPolicy? = nil, state: ExportState? = nil) {
         precondition(TargetConfiguration.bufferCountRange.contains(configuration.bufferCount))
         precondition(configuration.address.isValidTargetAddress)
         self.configuration = configuration
@@ -78,9 +79,8 @@ public final class Target: @unchecked Sendable {
                          startInPage: Self.frameStartInPage(dataAlignment: device.capabilities.bufferAlignment))
         freeSlots = Array((0..<pool.slotCount).reversed())
         pending = Array(repeating: nil, count: pool.slotCount)
-        access = ExportAccess(mask: configuration.mask)
-        configString = ConfigStringState(configuration.configString)
-        writeCacheEnabled = !configuration.durableWrites
+        self.state = state ?? ExportState(initial: ExportProtocolState(configuration: configuration),
+                                          durableExport: configuration.durableWrites)
         groupCommit = GroupCommit(device: device)
         if let passThroughPolicy, let drive = device as? any ATAPassThroughDevice {
             passThrough = (drive, passThroughPolicy)
@@ -110,9 +110,7 @@ public final class Target: @unchecked Sendable {
 
     /// A 20-character serial that stays the same for the same image (FNV-1a of its identity).
     static func serial(for identity: String) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in identity.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        let hex = String(hash, radix: 16, uppercase: true)
+        let hex = String(fnv1a64(identity), radix: 16, uppercase: true)
         return "AOE" + String(repeating: "0", count: 16 - hex.count) + hex
     }
 
@@ -353,9 +351,7 @@ public final class Target: @unchecked Sendable {
             return .dropped
         }
         // One look at the access state per frame: the mask, and whether a reservation shuts this source out.
-        let (admitted, reservedAgainst) = lock.withLock {
-            (access.maskAdmits(header.source), !access.reservationAdmits(header.source, isIdentify: false))
-        }
+        let (admitted, reservedAgainst) = state.admission(of: header.source)
         guard admitted else {
             statistics.add(.droppedMasked)
             return .dropped
@@ -369,6 +365,16 @@ public final class Target: @unchecked Sendable {
         case .macMaskList: return handleMask(&frame, header)
         case .reserveRelease: return handleReserve(&frame, header)
         default: return replyError(&frame, header, .unrecognizedCommand)
+        }
+    }
+
+    /// A transition of the export's state, saved before the reply; nil (drop the request unanswered, so the
+    /// initiator retries) when the change could not be saved.
+    private func changeState<R>(_ header: AoEHeader, _ transition: (inout ExportProtocolState) -> R) -> R? {
+        do { return try state.update(transition) } catch {
+            statistics.add(.stateSaveErrors)
+            log.frame(.error, "\(header.command) from \(header.source): \(error); not applied, request dropped")
+            return nil
         }
     }
 
@@ -388,7 +394,9 @@ public final class Target: @unchecked Sendable {
             return replyError(&frame, header, .badArgument)
         }
         refreshMTU()
-        let outcome = lock.withLock { configString.handle(request.command, argument: request.configString) }
+        guard let outcome = changeState(header, { $0.configString.handle(request.command, argument: request.configString) }) else {
+            return .dropped
+        }
         switch outcome {
         case .silence:
             statistics.add(.droppedConfigNoMatch)
@@ -406,7 +414,7 @@ public final class Target: @unchecked Sendable {
     private func configReply(command: ConfigCommand) -> ConfigArg {
         ConfigArg(bufferCount: UInt16(configuration.bufferCount), firmwareVersion: configuration.firmwareVersion,
                   sectorCount: UInt8(clamping: maxSectors), aoeVersion: AoELayout.version, command: command,
-                  configString: lock.withLock { configString.value })
+                  configString: state.configString)
     }
 
     private func handleMask(_ frame: inout Frame, _ header: AoEHeader) -> Disposition {
@@ -414,7 +422,7 @@ public final class Target: @unchecked Sendable {
         do { request = try MaskListArg(parsing: frame.bytes) } catch {
             return replyError(&frame, header, .badArgument)
         }
-        let outcome = lock.withLock { access.handleMask(request) }
+        guard let outcome = changeState(header, { $0.access.handleMask(request) }) else { return .dropped }
         switch outcome {
         case .error(let error):
             return replyError(&frame, header, error)
@@ -433,7 +441,9 @@ public final class Target: @unchecked Sendable {
             return replyError(&frame, header, .badArgument)
         }
         let maxLength = mtu.load(ordering: .relaxed) + AoELayout.ethernetHeaderSize
-        let outcome = lock.withLock { access.handleReserve(request, from: header.source, maxFrameLength: maxLength) }
+        guard let outcome = changeState(header, { $0.access.handleReserve(request, from: header.source, maxFrameLength: maxLength) }) else {
+            return .dropped
+        }
         switch outcome {
         case .error(let error):
             return replyError(&frame, header, error)
@@ -486,12 +496,8 @@ public final class Target: @unchecked Sendable {
             finishATA(&frame, header, ata, .ok(request), dataBytes: IdentifyPage.size)
             return .reply
         case .setWriteCache(let enabled):
-            let allowed = lock.withLock { () -> Bool in
-                // A durable (--sync) export stays durable: the remote may make it stricter, never weaker.
-                if enabled && configuration.durableWrites { return false }
-                writeCacheEnabled = enabled
-                return true
-            }
+            let durableExport = state.durableExport
+            guard let allowed = changeState(header, { $0.setWriteCache(enabled, durableExport: durableExport) }) else { return .dropped }
             if allowed { log.log(.info, "write cache \(enabled ? "enabled" : "disabled") by \(header.source)") }
             finishATA(&frame, header, ata, allowed ? .ok(request) : .aborted(request), dataBytes: 0)
             return .reply
@@ -500,7 +506,7 @@ public final class Target: @unchecked Sendable {
                 // Memory-backed device: run it on this thread, in arrival order (so ordering holds by
                 // construction), with the reply in this batch's sendmmsg instead of waking a worker.
                 inlineRequest = PendingRequest(frame: frame, header: header, ata: ata, operation: operation,
-                                               durable: operation.writesMedia && lock.withLock { !writeCacheEnabled })
+                                               durable: operation.writesMedia && !state.writeCacheEnabled)
                 return .inline
             }
             return enqueueDeviceWork(&frame, header, ata, operation, slot: slot)
@@ -522,7 +528,7 @@ public final class Target: @unchecked Sendable {
 
     var identifyParameters: IdentifyParameters {
         var p = identifyBase
-        p.writeCacheEnabled = lock.withLock { writeCacheEnabled } && device.capabilities.writable
+        p.writeCacheEnabled = state.writeCacheEnabled && device.capabilities.writable
         return p
     }
 
@@ -548,7 +554,7 @@ public final class Target: @unchecked Sendable {
             return .dropped
         }
         inFlight += 1
-        let durable = operation.writesMedia && !writeCacheEnabled
+        let durable = operation.writesMedia && !state.writeCacheEnabled
         pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)
         guard scheduler.admit(id: slot, start: range.0, count: range.1, writes: operation.writesMedia || barrier) else {
             lock.unlock()

@@ -142,6 +142,72 @@ public enum Syscall {
         }
     }
 
+    /// fsync(2): the file's data and metadata (or a directory's entries) reach stable storage.
+    public static func fsync(_ fd: Int32, context: String) throws(SystemError) {
+        _ = try retrying("fsync", context) { Glibc.fsync(fd) }
+    }
+
+    /// rename(2): atomically replaces `to` with `from` (same filesystem).
+    public static func rename(_ from: String, to: String) throws(SystemError) {
+        _ = try retrying("rename", "\(from) -> \(to)") { Glibc.rename(from, to) }
+    }
+
+    /// unlink(2); a missing file is not an error.
+    public static func unlinkIfPresent(_ path: String) throws(SystemError) {
+        if Glibc.unlink(path) != 0 && errno != ENOENT { throw SystemError(call: "unlink", errno: errno, context: path) }
+    }
+
+    /// mkdir(2); an existing directory is not an error.
+    public static func makeDirectory(_ path: String, mode: mode_t = 0o750) throws(SystemError) {
+        if Glibc.mkdir(path, mode) != 0 && errno != EEXIST { throw SystemError(call: "mkdir", errno: errno, context: path) }
+    }
+
+    /// The whole of a small file (a config or state file), or nil when it does not exist.
+    public static func readWholeFile(_ path: String) throws(SystemError) -> [UInt8]? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 {
+            if errno == ENOENT { return nil }
+            throw SystemError(call: "open", errno: errno, context: path)
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 65536, alignment: 1)
+        defer { chunk.deallocate() }
+        while true {
+            let n = try retrying("read", path) { Glibc.read(fd, chunk.baseAddress, chunk.count) }
+            if n == 0 { return bytes }
+            bytes += chunk[0..<n]
+        }
+    }
+
+    /// Replaces `path` with `bytes` so that after a crash at any moment the file is either the old one or the
+    /// new one, complete: a temporary file beside it, written and fsynced, renamed over it, and the directory
+    /// fsynced so the rename itself is durable.
+    public static func replaceFileAtomically(_ path: String, with bytes: [UInt8], mode: mode_t = 0o640) throws(SystemError) {
+        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        let temporary = path + ".tmp"
+        let fd = try open(temporary, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
+        do throws(SystemError) {
+            let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes.count), alignment: 1)
+            defer { copy.deallocate() }
+            copy.copyBytes(from: bytes)
+            var done = 0
+            while done < bytes.count {
+                done += try retrying("write", temporary) { Glibc.write(fd, copy.baseAddress! + done, bytes.count - done) }
+            }
+            try fsync(fd, context: temporary)
+        } catch {
+            close(fd)
+            try? unlinkIfPresent(temporary)
+            throw error
+        }
+        close(fd)
+        try rename(temporary, to: path)
+        let dir = try open(directory.isEmpty ? "/" : directory, flags: O_RDONLY | O_DIRECTORY)
+        defer { close(dir) }
+        try fsync(dir, context: directory)
+    }
+
     /// fdatasync(2): everything written so far reaches stable storage.
     public static func fdatasync(_ fd: Int32, context: String) throws(SystemError) {
         _ = try retrying("fdatasync", context) { Glibc.fdatasync(fd) }

@@ -92,6 +92,9 @@ struct AoETargetCommand: ParsableCommand {
     @Flag(name: .customLong("allow-all-ata"), help: "With --passthrough: let every opcode through, including ones that can destroy data or brick the drive.")
     var allowAllATA = false
 
+    @Option(name: .customLong("state-dir"), help: "Keep what initiators change (config string, MAC mask list, reserve list, write cache) in DIR/eSHELF.SLOT.state, saved before each change is acknowledged and loaded at start; the saved state wins over --mac-mask and --config-string. Without it, such changes last until the process ends, as with vblade.")
+    var stateDirectory: String?
+
     @Option(help: "Write every frame received and sent to this pcap file (open it with tshark or wireshark).")
     var pcap: String?
 
@@ -190,7 +193,8 @@ struct AoETargetCommand: ParsableCommand {
         } catch { throw fail(error.description) }
         let policy = passthrough ? PassThroughPolicy(allowedOpcodes: try allowATA.map(parseOpcodes) ?? [], allowAll: allowAllATA, readOnly: readOnly) : nil
         if allowAllATA { log.log(.warning, "--allow-all-ata: every ATA command reaches \(file), including ones that erase it or replace its firmware") }
-        let target = Target(configuration: configuration, device: device, link: socket, log: log, passThroughPolicy: policy)
+        let state = try loadState(configuration, log: log)
+        let target = Target(configuration: configuration, device: device, link: socket, log: log, passThroughPolicy: policy, state: state)
         if ioEngine == .ioUring && !target.usesIOUring && !device.capabilities.neverBlocks && !passthrough {
             throw fail("--io-engine io_uring: the kernel refused io_uring (see the log line above); use --io-engine threads")
         }
@@ -201,6 +205,25 @@ struct AoETargetCommand: ParsableCommand {
         target.run(until: control.stop)
         recorder?.close()
         log.log(.info, "stopped; counters: \(target.statistics.summary)")
+    }
+}
+
+extension AoETargetCommand {
+    /// The export's protocol state: what --state-dir saved, else the configured mask and config string.
+    func loadState(_ configuration: TargetConfiguration, log: TargetLog) throws -> ExportState {
+        let fresh = ExportProtocolState(configuration: configuration)
+        guard let stateDirectory else { return ExportState(initial: fresh, durableExport: configuration.durableWrites) }
+        do { try Syscall.makeDirectory(stateDirectory) } catch { throw fail("--state-dir: \(error)") }
+        let file = StateFile(directory: stateDirectory, address: configuration.address)
+        let saved: ExportProtocolState?
+        do { saved = try file.load() } catch { throw fail(error.description) }
+        if let saved {
+            log.log(.info, "state loaded from \(file.path): mask \(saved.access.mask.map(\.description)), reserve \(saved.access.reservation.map(\.description)), config string \(saved.configString.value.count) bytes")
+            if saved.access.mask != fresh.access.mask && !configuration.mask.isEmpty {
+                log.log(.warning, "the saved MAC mask list (changed by initiators) overrides --mac-mask; delete \(file.path) to start from --mac-mask")
+            }
+        }
+        return ExportState(initial: saved ?? fresh, durableExport: configuration.durableWrites, file: file)
     }
 }
 

@@ -91,13 +91,14 @@ final class TargetTests: XCTestCase {
 
     final class StopBox: @unchecked Sendable { let flag = Atomic<Bool>(false) }
 
-    func start(device: any BlockDevice, configure: (inout TargetConfiguration) -> Void = { _ in }) {
+    func start(device: any BlockDevice, state: ExportState? = nil, configure: (inout TargetConfiguration) -> Void = { _ in }) {
         link = EmbeddedLink(mac: targetMAC)
         var configuration = TargetConfiguration(address: ShelfSlot(shelf: 1, slot: 2))
         configure(&configuration)
         let lines = EventLog()
         logLines = lines
-        target = Target(configuration: configuration, device: device, link: link, log: TargetLog(minimum: .info) { line in lines.append(line) })
+        target = Target(configuration: configuration, device: device, link: link, log: TargetLog(minimum: .info) { line in lines.append(line) },
+                        state: state)
         stopFlag = StopBox()
         let target = target!, stop = stopFlag!
         let done = expectation(description: "target stopped")
@@ -244,6 +245,57 @@ final class TargetTests: XCTestCase {
         let bad = try XCTUnwrap(exchange(frame(command: .macMaskList, tag: 5, arg: [0, 1, 0, 2] + directive(.noDirective, hostMAC) + directive(DirectiveCommand(rawValue: 7), hostMAC))))
         XCTAssertEqual(bad[26], MaskError.badDirective.rawValue)
         XCTAssertEqual(bad[27], 1)
+    }
+
+    // MARK: - Saved state
+
+    func directive(_ command: DirectiveCommand, _ mac: MACAddress) -> [UInt8] { [0, command.rawValue] + (0..<6).map { mac.byte($0) } }
+
+    func temporaryDirectory() -> String {
+        let path = NSTemporaryDirectory() + "aoe-state-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        mkdir(path, 0o755)
+        addTeardownBlock { _ = try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    func testMaskEditReserveAndConfigSetAreSavedBeforeTheirReplies() throws {
+        let file = StateFile(directory: temporaryDirectory(), address: ShelfSlot(shelf: 1, slot: 2))
+        start(device: MemoryDevice(sectors: 100), state: ExportState(initial: ExportProtocolState(), durableExport: false, file: file))
+        XCTAssertNil(try file.load(), "nothing is saved before the first change")
+        XCTAssertNotNil(exchange(frame(command: .macMaskList, tag: 1, arg: [0, 1, 0, 1] + directive(.add, hostMAC))))
+        // The reply is here, so the file must already hold the change.
+        XCTAssertEqual(try file.load()?.access.mask, [hostMAC])
+        XCTAssertNotNil(exchange(frame(command: .reserveRelease, tag: 2, arg: [1, 1] + (0..<6).map { hostMAC.byte($0) })))
+        XCTAssertEqual(try file.load()?.access.reservation, [hostMAC])
+        let text = Array("disk one".utf8)
+        XCTAssertNotNil(exchange(frame(command: .queryConfig, tag: 3, arg: [0, 0, 0, 0, 0, 0x13, UInt8(text.count >> 8), UInt8(text.count & 0xFF)] + text)))
+        XCTAssertEqual(try file.load()?.configString.value, text)
+        XCTAssertNotNil(exchange(ata(.setFeatures, tag: 4, feature: 0x82)))
+        XCTAssertEqual(try file.load()?.writeCacheEnabled, false)
+        // What a restarted target would start from.
+        XCTAssertEqual(try file.load(), target.state.current)
+    }
+
+    func testAChangeThatCannotBeSavedIsUndoneAndNotAcknowledged() throws {
+        let file = StateFile(directory: "/nonexistent-aoe-state-dir", address: ShelfSlot(shelf: 1, slot: 2))
+        start(device: MemoryDevice(sectors: 100), state: ExportState(initial: ExportProtocolState(), durableExport: false, file: file))
+        link.inject(frame(command: .macMaskList, tag: 1, arg: [0, 1, 0, 1] + directive(.add, hostMAC)))
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.3).count, 0, "no reply for a change that is not saved")
+        XCTAssertEqual(target.state.current.access.mask, [])
+        XCTAssertEqual(target.statistics[.stateSaveErrors], 1)
+        // A read changes nothing, so it needs no save and is answered.
+        XCTAssertNotNil(exchange(frame(command: .macMaskList, tag: 2, arg: [0, 0, 0, 0])))
+    }
+
+    func testTwoPortsOfOneExportShareItsState() throws {
+        let state = ExportState(initial: ExportProtocolState(), durableExport: false)
+        start(device: MemoryDevice(sectors: 100), state: state)
+        XCTAssertNotNil(exchange(frame(command: .macMaskList, tag: 1, arg: [0, 1, 0, 1] + directive(.add, hostMAC))))
+        // A second port of the same export (another NIC) sees the mask at once.
+        let other = Target(configuration: TargetConfiguration(address: ShelfSlot(shelf: 1, slot: 2)), device: MemoryDevice(sectors: 100),
+                           link: EmbeddedLink(mac: otherMAC), log: TargetLog { _ in }, state: state)
+        XCTAssertFalse(other.state.admission(of: otherMAC).admitted)
+        XCTAssertTrue(other.state.admission(of: hostMAC).admitted)
     }
 
     func testConfigStringCommands() throws {

@@ -1,0 +1,91 @@
+import AoEWire
+import LinuxSystem
+import Synchronization
+
+/// One export's protocol state, shared by every port (NIC) that serves the export, so a mask edit or a
+/// reservation made through one NIC holds on all of them. A change is saved (when the export has a state
+/// file) before the call returns, so before the reply that acknowledges it leaves: a crash right after the
+/// reply never loses it. A change that cannot be saved is undone and the request dropped unanswered; the
+/// initiator retries.
+public final class ExportState: Sendable {
+    private let value: Mutex<ExportProtocolState>
+    /// The export's durable mode, which the remote cannot weaken (SET FEATURES 02h is refused).
+    public let durableExport: Bool
+    /// Where the state is saved; nil: kept in memory only (the vblade-style command line without --state-dir).
+    public let file: StateFile?
+
+    public init(initial: ExportProtocolState, durableExport: Bool, file: StateFile? = nil) {
+        var initial = initial
+        if durableExport { initial.writeCacheEnabled = false }
+        value = Mutex(initial)
+        self.durableExport = durableExport
+        self.file = file
+    }
+
+    public var current: ExportProtocolState { value.withLock { $0 } }
+
+    /// (mask admits the source, a reservation shuts it out of ATA other than IDENTIFY): one lock per frame.
+    public func admission(of source: MACAddress) -> (admitted: Bool, reservedAgainst: Bool) {
+        value.withLock { ($0.access.maskAdmits(source), !$0.access.reservationAdmits(source, isIdentify: false)) }
+    }
+
+    public var configString: [UInt8] { value.withLock { $0.configString.value } }
+    public var writeCacheEnabled: Bool { value.withLock { $0.writeCacheEnabled } }
+
+    /// Thrown when a change could not be saved: the state is as it was before, nothing may be acknowledged.
+    public struct SaveFailed: Error, CustomStringConvertible {
+        public let error: SystemError
+        public var description: String { "cannot save export state: \(error)" }
+    }
+
+    /// Runs one transition; saves the result if it changed anything, or undoes it and throws if saving fails.
+    /// Under the lock, so saves happen in the order of the changes.
+    public func update<R>(_ transition: (inout ExportProtocolState) -> R) throws(SaveFailed) -> R {
+        try value.withLock { (state) throws(SaveFailed) -> R in
+            let before = state
+            let result = transition(&state)
+            if state != before, let file {
+                do throws(SystemError) { try file.save(state) } catch {
+                    state = before
+                    throw SaveFailed(error: error)
+                }
+            }
+            return result
+        }
+    }
+}
+
+/// The saved state of one export: `DIR/eSHELF.SLOT.state`, replaced atomically on every change.
+public struct StateFile: Sendable {
+    public let path: String
+
+    public init(directory: String, address: ShelfSlot) {
+        path = "\(directory)/e\(address.shelf).\(address.slot).state"
+    }
+
+    public enum LoadError: Error, CustomStringConvertible {
+        case system(SystemError)
+        case damaged(path: String, ExportProtocolState.DecodeError)
+        public var description: String {
+            switch self {
+            case .system(let e): "\(e)"
+            case .damaged(let path, let e): "\(path): \(e); move it away to start from the configured state"
+            }
+        }
+    }
+
+    /// The saved state, or nil when none was saved yet. A leftover temporary file (a crash mid-save) is never
+    /// read: only the renamed, complete file counts.
+    public func load() throws(LoadError) -> ExportProtocolState? {
+        let bytes: [UInt8]?
+        do { bytes = try Syscall.readWholeFile(path) } catch { throw .system(error) }
+        guard let bytes else { return nil }
+        do { return try ExportProtocolState(decoding: String(decoding: bytes, as: UTF8.self)) } catch {
+            throw .damaged(path: path, error)
+        }
+    }
+
+    public func save(_ state: ExportProtocolState) throws(SystemError) {
+        try Syscall.replaceFileAtomically(path, with: Array(state.encoded.utf8))
+    }
+}
