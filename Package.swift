@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .target(name: "CLinuxShims"),
@@ -27,8 +28,12 @@ let package = Package(
             "AoEWire", "ATACore", "PacketTransport", "LinuxSystem",
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
+        .target(name: "AoEServer", dependencies: [
+            "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
+            .product(name: "TOMLKit", package: "TOMLKit"),
+        ]),
         .executableTarget(name: "aoe-target", dependencies: [
-            "AoETarget", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
+            "AoEServer", "AoETarget", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "aoectl", dependencies: [
@@ -40,6 +45,7 @@ let package = Package(
         .testTarget(name: "ATACoreTests", dependencies: ["ATACore", "AoEWire"]),
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),
         .testTarget(name: "AoETargetTests", dependencies: ["AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
+        .testTarget(name: "AoEServerTests", dependencies: ["AoEServer", "AoETarget", "AoEWire"]),
         .testTarget(name: "AoEInitiatorTests", dependencies: ["AoEInitiator", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
     ],
     swiftLanguageModes: [.v6]
