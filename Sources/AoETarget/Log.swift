@@ -12,6 +12,8 @@ public final class TargetLog: @unchecked Sendable {
 
     private let sink: @Sendable (String) -> Void
     public let minimum: Level
+    /// Put before every message, e.g. "e1.1@eth1: ", so a process serving many exports says which one.
+    private let label: String
     private let lock = ConditionLock()
     private var windowStart = 0.0
     private var linesInWindow = 0
@@ -19,10 +21,16 @@ public final class TargetLog: @unchecked Sendable {
     /// Per-frame lines allowed each second.
     public let frameLinesPerSecond: Int
 
-    public init(minimum: Level = .info, frameLinesPerSecond: Int = 10, sink: @escaping @Sendable (String) -> Void) {
+    public init(minimum: Level = .info, frameLinesPerSecond: Int = 10, label: String = "", sink: @escaping @Sendable (String) -> Void) {
         self.minimum = minimum
+        self.label = label
         self.sink = sink
         self.frameLinesPerSecond = frameLinesPerSecond
+    }
+
+    /// The same destination and level with `label` before each message; its own rate limit for frame lines.
+    public func labelled(_ label: String) -> TargetLog {
+        TargetLog(minimum: minimum, frameLinesPerSecond: frameLinesPerSecond, label: self.label + label + ": ", sink: sink)
     }
 
     public static func standardError(minimum: Level = .info) -> TargetLog {
@@ -34,7 +42,7 @@ public final class TargetLog: @unchecked Sendable {
 
     public func log(_ level: Level, _ message: @autoclosure () -> String) {
         guard level >= minimum else { return }
-        sink("aoe-target: \(level.label): \(message())")
+        sink("aoe-target: \(level.label): \(label)\(message())")
     }
 
     /// A line about one frame: rate-limited, with a count of what was left out.

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Glibc
 import AoEWire
+import AoEServer
+import Foundation
 import ATACore
 import AoETarget
 import BlockDevices
@@ -13,6 +15,11 @@ struct AoETargetCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "aoe-target",
         abstract: "Export a disk image or block device as an ATA over Ethernet (AoEr11) target.",
+        usage: """
+            aoe-target [options] SHELF SLOT NETIF FILE
+            aoe-target --config FILE [--verbose]
+            aoe-target --check-config FILE
+            """,
         discussion: """
         Serves FILE as AoE shelf SHELF, slot SLOT on network interface NETIF, to any AoE initiator on that \
         Ethernet segment: the Linux aoe driver (/dev/etherd/eSHELF.SLOT), iPXE (sanboot aoe:eSHELF.SLOT), \
@@ -29,23 +36,38 @@ struct AoETargetCommand: ParsableCommand {
         on stable storage (one fdatasync covers a group of concurrent writes). The Linux aoe initiator never \
         sends FLUSH, so use --sync when its filesystems must survive power loss.
 
-        SIGNALS: SIGUSR1 logs the counters; SIGINT/SIGTERM stop taking frames, finish the requests in \
-        flight, flush, log the counters and exit 0.
+        MANY EXPORTS: --config FILE serves every [[export]] of a TOML file (shelf, slot, interfaces, path, and \
+        one key per option: read_only, direct, sync, buffers, mac_mask, config_string, model, serial, offset, \
+        length, passthrough, allow_ata, allow_all_ata, io_engine, workers; top level: state_dir, log_level, \
+        pcap); see deploy/aoe-target.toml. What initiators change (config string, MAC mask list, reserve \
+        list, write cache) is saved in state_dir (default /var/lib/aoe-target; --state-dir on the command \
+        line) before the change is acknowledged.
+
+        SIGNALS: SIGUSR1 logs the counters; SIGHUP reloads the config file (new exports start, removed ones \
+        drain and stop, changed ones restart, mask or config string changes apply live; an invalid file \
+        changes nothing); SIGINT/SIGTERM stop taking frames, finish the requests in flight, flush, log the \
+        counters and exit 0.
 
         Needs root or CAP_NET_RAW (raw packet socket).
         """)
 
     @Argument(help: "Shelf (AoE major) number, 0-65534. Linux rejects 4095.")
-    var shelf: Int
+    var shelf: Int?
 
     @Argument(help: "Slot (AoE minor) number, 0-254.")
-    var slot: Int
+    var slot: Int?
 
     @Argument(help: "Network interface to serve on, e.g. eth1.")
-    var netif: String
+    var netif: String?
 
     @Argument(help: "Image file, block device, or null:SIZE.")
-    var file: String
+    var file: String?
+
+    @Option(help: "Serve every export in this TOML file instead of the one on the command line (see deploy/aoe-target.toml). SIGHUP reloads it.")
+    var config: String?
+
+    @Option(name: .customLong("check-config"), help: "Check this config file and print what it would serve, then exit: no socket is opened and no image is locked.")
+    var checkConfig: String?
 
     @Option(name: [.customShort("b"), .customLong("buffers")], help: "Buffer Count advertised and honoured: requests queued at once (2-65535).")
     var buffers: Int = 64
@@ -101,21 +123,37 @@ struct AoETargetCommand: ParsableCommand {
     @Flag(help: "Log every request (rate-limited) and debug details.")
     var verbose = false
 
+    /// The options that describe one export; with --config they belong in the file.
+    var exportOptionsGiven: Bool {
+        buffers != 64 || readOnly || direct || sync || macMask != nil || offset != 0 || length != nil || !configString.isEmpty
+            || model != "Swift AoE target" || serial != nil || ioEngine != .automatic || workers != 16 || passthrough
+            || allowATA != nil || allowAllATA
+    }
+
     func validate() throws {
-        guard (0...65534).contains(shelf) else { throw ValidationError("shelf \(shelf) is out of range: use 0-65534 (65535 is the broadcast shelf)") }
-        guard (0...254).contains(slot) else { throw ValidationError("slot \(slot) is out of range: use 0-254 (255 is the broadcast slot)") }
-        guard TargetConfiguration.bufferCountRange.contains(buffers) else { throw ValidationError("buffer count \(buffers) is out of range: use 2-65535") }
-        guard configString.utf8.count <= 1024 else { throw ValidationError("config string is \(configString.utf8.count) bytes; at most 1024") }
-        guard (1...256).contains(workers) else { throw ValidationError("workers must be 1-256") }
-        if let macMask { _ = try parseMACs(macMask) }
-        if let length, length == 0 { throw ValidationError("length must be at least 1 sector") }
-        if model.utf8.count > 40 { throw ValidationError("model is longer than 40 characters") }
-        if let serial, serial.utf8.count > 20 { throw ValidationError("serial is longer than 20 characters") }
-        if passthrough && (direct || sync || offset != 0 || length != nil || file.hasPrefix("null:")) {
-            throw ValidationError("--passthrough serves a whole drive as it is: --direct, --sync, --offset, --length and null: do not apply")
+        let positionals = [shelf != nil, slot != nil, netif != nil, file != nil]
+        if config != nil || checkConfig != nil {
+            guard !positionals.contains(true) else { throw ValidationError("give either --config FILE or SHELF SLOT NETIF FILE, not both") }
+            guard config == nil || checkConfig == nil else { throw ValidationError("--config and --check-config: give one") }
+            guard !exportOptionsGiven else { throw ValidationError("with --config, export options (-b, -r, -s, ...) go in the file, one key each") }
+            return
         }
-        if !passthrough && (allowATA != nil || allowAllATA) { throw ValidationError("--allow-ata and --allow-all-ata need --passthrough") }
+        guard !positionals.contains(false) else { throw ValidationError("give SHELF SLOT NETIF FILE (or --config FILE)") }
+        guard (0...65534).contains(shelf!) else { throw ValidationError("shelf \(shelf!) is out of range: use 0-65534 (65535 is the broadcast shelf)") }
+        guard (0...254).contains(slot!) else { throw ValidationError("slot \(slot!) is out of range: use 0-254 (255 is the broadcast slot)") }
+        if let macMask { _ = try parseMACs(macMask) }
         if let allowATA { _ = try parseOpcodes(allowATA) }
+        if let problem = try commandLineExport().problem { throw ValidationError(cliProblem(problem)) }
+    }
+
+    /// A spec problem in the words of the command line.
+    func cliProblem(_ problem: (key: String, message: String)) -> String {
+        let flags = ["buffers": "buffer count", "config_string": "config string", "workers": "--workers", "model": "model",
+                     "serial": "serial", "length": "length", "mac_mask": "--mac-mask",
+                     "passthrough": "--passthrough", "allow_ata": "--allow-ata", "allow_all_ata": "--allow-all-ata"]
+        return "\(flags[problem.key] ?? problem.key) \(problem.message)"
+            .replacingOccurrences(of: "passthrough = true", with: "--passthrough")
+            .replacingOccurrences(of: "direct, sync, offset, length and null:", with: "--direct, --sync, --offset, --length and null:")
     }
 
     func parseOpcodes(_ list: String) throws -> Set<UInt8> {
@@ -141,135 +179,115 @@ struct AoETargetCommand: ParsableCommand {
         return ExitCode(1)
     }
 
-    func openDevice() throws -> any BlockDevice {
-        if passthrough {
-            do { return try SGIODevice(path: file, readOnly: readOnly) } catch { throw fail(error.description) }
-        }
-        if file.hasPrefix("null:") {
-            guard let bytes = parseSize(String(file.dropFirst(5))), bytes >= 512 else {
-                throw fail("\(file): give the null device a size, e.g. null:1G")
-            }
-            return NullDevice(sectors: bytes / 512, readOnly: readOnly)
-        }
-        var options = ImageDevice.Options()
-        options.readOnly = readOnly
-        options.direct = direct
-        options.offsetSectors = offset
-        options.lengthSectors = length
-        do { return try ImageDevice(path: file, options: options) } catch { throw fail(error.description) }
+    /// The vblade-style command line as a spec: one export on one interface.
+    func commandLineExport() throws -> ExportSpec {
+        var e = ExportSpec(address: ShelfSlot(shelf: UInt16(shelf!), slot: UInt8(slot!)), interfaces: [netif!], path: file!)
+        e.readOnly = readOnly
+        e.direct = direct
+        e.sync = sync
+        e.buffers = buffers
+        e.mask = try macMask.map(parseMACs) ?? []
+        e.configString = configString
+        e.model = model
+        e.serial = serial
+        e.offsetSectors = offset
+        e.lengthSectors = length
+        e.passthrough = passthrough
+        e.allowATA = try allowATA.map(parseOpcodes) ?? []
+        e.allowAllATA = allowAllATA
+        e.ioEngine = ioEngine
+        e.workers = workers
+        return e
+    }
+
+    func readSpec(_ path: String) throws -> ServerSpec {
+        let bytes: [UInt8]?
+        do { bytes = try Syscall.readWholeFile(path) } catch { throw fail("\(error)") }
+        guard let bytes else { throw fail("\(path): no such file") }
+        do { return try ConfigFile.parse(String(decoding: bytes, as: UTF8.self), file: path) } catch { throw fail(error.description) }
     }
 
     func run() throws {
-        let log = TargetLog.standardError(minimum: verbose ? .debug : .info)
-        if shelf == 4095 { log.log(.warning, "shelf 4095 (0x0FFF) is rejected by the Linux aoe initiator (\"check shelf dip switches\")") }
+        if let checkConfig {
+            let spec = try readSpec(checkConfig)
+            do { for line in try ConfigCheck.describe(spec) { print(line) } } catch { throw fail(error.description) }
+            print("\(checkConfig): OK, \(spec.exports.count) export\(spec.exports.count == 1 ? "" : "s")")
+            return
+        }
+        var spec: ServerSpec
+        if let config {
+            spec = try readSpec(config)
+        } else {
+            spec = ServerSpec(exports: [try commandLineExport()], stateDirectory: stateDirectory)
+            spec.pcap = pcap
+        }
+        if verbose { spec.logLevel = .debug }
+        let log = TargetLog.standardError(minimum: spec.logLevel)
+        for export in spec.exports where export.address.shelf == 4095 {
+            log.log(.warning, "e\(export.address): shelf 4095 (0x0FFF) is rejected by the Linux aoe initiator (\"check shelf dip switches\")")
+        }
         guard Privileges.canOpenPacketSockets else { throw fail("raw packet sockets need root or CAP_NET_RAW (run as root, or setcap cap_net_raw+ep aoe-target)") }
 
         // Signals are taken by one thread with sigwait, so every other thread runs undisturbed.
         var signals = sigset_t()
         sigemptyset(&signals)
-        for s in [SIGINT, SIGTERM, SIGUSR1] { sigaddset(&signals, s) }
+        for s in [SIGINT, SIGTERM, SIGUSR1, SIGHUP] { sigaddset(&signals, s) }
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
-        let device = try openDevice()
-        var recorder: PcapWriter? = nil
-        if let pcap {
-            do { recorder = try PcapWriter(path: pcap) } catch { throw fail(error.description) }
+        let server: Server
+        do { server = try Server(spec: spec, log: log) } catch {
+            // The command line has no file and line to name: say what is wrong as its flags would.
+            throw fail(config == nil ? error.message : error.description)
         }
-        var configuration = TargetConfiguration(address: ShelfSlot(shelf: UInt16(shelf), slot: UInt8(slot)))
-        configuration.bufferCount = buffers
-        configuration.configString = Array(configString.utf8)
-        configuration.mask = try macMask.map(parseMACs) ?? []
-        configuration.model = model
-        configuration.serial = serial
-        configuration.durableWrites = sync
-        configuration.workers = workers
-        configuration.ioEngine = ioEngine
-        let socket: PacketSocket
-        do {
-            // Room for a full Buffer Count of jumbo frames in the socket's receive queue.
-            socket = try PacketSocket(interface: netif, receiveBufferBytes: (buffers + 32) * 10_240,
-                                      filter: { [address = configuration.address] mac in PacketFilter.targetProgram(mac: mac, address: address) },
-                                      pcap: recorder)
-        } catch { throw fail(error.description) }
-        let policy = passthrough ? PassThroughPolicy(allowedOpcodes: try allowATA.map(parseOpcodes) ?? [], allowAll: allowAllATA, readOnly: readOnly) : nil
-        if allowAllATA { log.log(.warning, "--allow-all-ata: every ATA command reaches \(file), including ones that erase it or replace its firmware") }
-        let state = try loadState(configuration, log: log)
-        let target = Target(configuration: configuration, device: device, link: socket, log: log, passThroughPolicy: policy, state: state)
-        if ioEngine == .ioUring && !target.usesIOUring && !device.capabilities.neverBlocks && !passthrough {
-            throw fail("--io-engine io_uring: the kernel refused io_uring (see the log line above); use --io-engine threads")
-        }
-        log.log(.info, "serving \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(sync ? ", durable writes" : ""), \(target.ioDescription)) as e\(configuration.address) on \(netif) (\(socket.macAddress), MTU \(socket.currentMTU()), \(target.configuration.bufferCount) buffers)")
-
-        let control = SignalControl(signals: signals, target: target, log: log)
-        control.start()
-        target.run(until: control.stop)
-        recorder?.close()
-        log.log(.info, "stopped; counters: \(target.statistics.summary)")
+        server.start()
+        SignalLoop(signals: signals, server: server, configPath: config, log: log).run()
+        server.stop()
+        for line in server.counters { log.log(.info, "stopped; counters: \(line)") }
     }
 }
 
-extension AoETargetCommand {
-    /// The export's protocol state: what --state-dir saved, else the configured mask and config string.
-    func loadState(_ configuration: TargetConfiguration, log: TargetLog) throws -> ExportState {
-        let fresh = ExportProtocolState(configuration: configuration)
-        guard let stateDirectory else { return ExportState(initial: fresh, durableExport: configuration.durableWrites) }
-        do { try Syscall.makeDirectory(stateDirectory) } catch { throw fail("--state-dir: \(error)") }
-        let file = StateFile(directory: stateDirectory, address: configuration.address)
-        let saved: ExportProtocolState?
-        do { saved = try file.load() } catch { throw fail(error.description) }
-        if let saved {
-            log.log(.info, "state loaded from \(file.path): mask \(saved.access.mask.map(\.description)), reserve \(saved.access.reservation.map(\.description)), config string \(saved.configString.value.count) bytes")
-            if saved.access.mask != fresh.access.mask && !configuration.mask.isEmpty {
-                log.log(.warning, "the saved MAC mask list (changed by initiators) overrides --mac-mask; delete \(file.path) to start from --mac-mask")
-            }
-        }
-        return ExportState(initial: saved ?? fresh, durableExport: configuration.durableWrites, file: file)
-    }
-}
-
-func parseSize(_ text: String) -> UInt64? {
-    let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
-    guard let last = text.uppercased().last else { return nil }
-    if let unit = units[last] { return UInt64(text.dropLast()).map { $0 * unit } }
-    return UInt64(text)
-}
-
-/// Owns the signal-waiting thread: SIGUSR1 logs counters, SIGINT/SIGTERM raise `stop`.
-final class SignalControl: @unchecked Sendable {
-    let stop = Atomic<Bool>(false)
+/// The main thread waits here for signals: SIGUSR1 logs the counters, SIGHUP reloads the config file,
+/// SIGINT/SIGTERM return so the server stops.
+struct SignalLoop {
     let signals: sigset_t
-    let target: Target
+    let server: Server
+    let configPath: String?
     let log: TargetLog
 
-    init(signals: sigset_t, target: Target, log: TargetLog) {
-        self.signals = signals
-        self.target = target
-        self.log = log
-    }
-
-    func start() {
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(self)
-        pthread_create(&thread, nil, { raw in
-            let control = Unmanaged<SignalControl>.fromOpaque(raw!).takeRetainedValue()
-            control.loop()
-            return nil
-        }, box.toOpaque())
-        pthread_detach(thread)
-    }
-
-    private func loop() {
+    func run() {
         var set = signals
         while true {
             var received: Int32 = 0
             guard sigwait(&set, &received) == 0 else { continue }
-            if received == SIGUSR1 {
-                log.log(.info, "counters: \(target.statistics.summary)")
-                continue
+            switch received {
+            case SIGUSR1:
+                for line in server.counters { log.log(.info, "counters: \(line)") }
+            case SIGHUP:
+                reload()
+            default:
+                log.log(.info, "signal \(received): finishing requests in flight, flushing, exiting")
+                return
             }
-            log.log(.info, "signal \(received): finishing requests in flight, flushing, exiting")
-            stop.store(true, ordering: .relaxed)
+        }
+    }
+
+    /// A file that does not parse or whose new exports cannot be opened changes nothing.
+    private func reload() {
+        guard let configPath else {
+            log.log(.info, "SIGHUP: nothing to reload (serving from the command line, not --config)")
             return
+        }
+        log.log(.info, "SIGHUP: reloading \(configPath)")
+        do {
+            guard let bytes = try Syscall.readWholeFile(configPath) else {
+                log.log(.error, "reload: \(configPath): no such file; nothing changed")
+                return
+            }
+            let spec = try ConfigFile.parse(String(decoding: bytes, as: UTF8.self), file: configPath)
+            try server.reload(to: spec)
+            log.log(.info, "reload: done; \(server.spec.exports.count) exports")
+        } catch {
+            log.log(.error, "reload: \(error); nothing changed")
         }
     }
 }

@@ -1,0 +1,168 @@
+import Glibc
+import AoEWire
+import ATACore
+import AoETarget
+import BlockDevices
+import LinuxSystem
+import PacketTransport
+import Synchronization
+
+/// Opens what an export spec names. Errors say where the spec was written and what is wrong with the path.
+public enum DeviceOpener {
+    public static func open(_ spec: ExportSpec) throws(ConfigError) -> any BlockDevice {
+        let location = spec.location(of: "path")
+        if spec.passthrough {
+            do { return try SGIODevice(path: spec.path, readOnly: spec.readOnly) } catch {
+                throw ConfigError(location, key: "path", error.description)
+            }
+        }
+        if spec.path.hasPrefix("null:") {
+            guard let bytes = parseSize(String(spec.path.dropFirst(5))), bytes >= 512 else {
+                throw ConfigError(location, key: "path", "\(spec.path): give the null device a size of at least 512 bytes and at most 8 EiB, e.g. null:1G")
+            }
+            return NullDevice(sectors: bytes / 512, readOnly: spec.readOnly)
+        }
+        var options = ImageDevice.Options()
+        options.readOnly = spec.readOnly
+        options.direct = spec.direct
+        options.offsetSectors = spec.offsetSectors
+        options.lengthSectors = spec.lengthSectors
+        do { return try ImageDevice(path: spec.path, options: options) } catch {
+            throw ConfigError(location, key: "path", error.description)
+        }
+    }
+
+    /// "512", "64K", "1G", "2T": bytes; nil when malformed or beyond UInt64.
+    public static func parseSize(_ text: String) -> UInt64? {
+        let units: [Character: UInt64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        guard let last = text.uppercased().last else { return nil }
+        guard let unit = units[last] else { return UInt64(text) }
+        guard let value = UInt64(text.dropLast()) else { return nil }
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: unit)
+        return overflow ? nil : bytes
+    }
+}
+
+/// One export being served: its device, its protocol state, and a port (socket, `Target`, thread) on each
+/// of its interfaces. The ports share the device and the state.
+final class ExportRuntime: @unchecked Sendable {
+    private(set) var spec: ExportSpec
+    let device: any BlockDevice
+    let state: ExportState
+    private(set) var ports: [Port] = []
+
+    final class Port: @unchecked Sendable {
+        let target: Target
+        let stop = Atomic<Bool>(false)
+        private var thread = pthread_t()
+        private var started = false
+
+        init(target: Target) { self.target = target }
+
+        func start() {
+            let box = Unmanaged.passRetained(self)
+            let rc = pthread_create(&thread, nil, { raw in
+                let port = Unmanaged<Port>.fromOpaque(raw!).takeRetainedValue()
+                port.target.run(until: port.stop)
+                return nil
+            }, box.toOpaque())
+            precondition(rc == 0, "pthread_create failed: \(rc)")
+            started = true
+        }
+
+        /// Stops taking frames, waits for the requests in flight to be answered and the device flushed.
+        func stopAndWait() {
+            stop.store(true, ordering: .relaxed)
+            if started { pthread_join(thread, nil) }
+            started = false
+        }
+    }
+
+    /// Opens the device and a socket per interface. Nothing is served until `start`.
+    init(spec: ExportSpec, stateDirectory: String?, pcap: PcapWriter?, log: TargetLog) throws(ConfigError) {
+        self.spec = spec
+        if let problem = spec.problem { throw ConfigError(spec.location(of: problem.key), key: problem.key, problem.message) }
+        device = try DeviceOpener.open(spec)
+        let configuration = spec.targetConfiguration
+        state = try Self.loadState(spec, configuration: configuration, stateDirectory: stateDirectory, log: log)
+        let policy = spec.passthrough ? PassThroughPolicy(allowedOpcodes: spec.allowATA, allowAll: spec.allowAllATA, readOnly: spec.readOnly) : nil
+        if spec.allowAllATA {
+            log.log(.warning, "e\(spec.address): allow_all_ata: every ATA command reaches \(spec.path), including ones that erase it or replace its firmware")
+        }
+        for interface in spec.interfaces {
+            let socket: PacketSocket
+            do {
+                // Room for a full Buffer Count of jumbo frames in the socket's receive queue.
+                socket = try PacketSocket(interface: interface, receiveBufferBytes: (spec.buffers + 32) * 10_240,
+                                          filter: { [address = spec.address] mac in PacketFilter.targetProgram(mac: mac, address: address) },
+                                          pcap: pcap)
+            } catch {
+                throw ConfigError(spec.location(of: "interfaces"), key: "interfaces", error.description)
+            }
+            let portLog = log.labelled("e\(spec.address)@\(interface)")
+            let target = Target(configuration: configuration, device: device, link: socket, log: portLog,
+                                passThroughPolicy: policy, state: state)
+            if spec.ioEngine == .ioUring && !target.usesIOUring && !device.capabilities.neverBlocks && !spec.passthrough {
+                throw ConfigError(spec.location(of: "io_engine"), key: "io_engine",
+                                  "io_uring: the kernel refused io_uring (see the log line above); use threads")
+            }
+            ports.append(Port(target: target))
+        }
+    }
+
+    /// The export's protocol state: what was saved, else the configured mask and config string. The saved
+    /// state wins: it is what initiators changed since.
+    static func loadState(_ spec: ExportSpec, configuration: TargetConfiguration, stateDirectory: String?,
+                          log: TargetLog) throws(ConfigError) -> ExportState {
+        let fresh = ExportProtocolState(configuration: configuration)
+        guard let stateDirectory else { return ExportState(initial: fresh, durableExport: spec.sync) }
+        let location = SourceLocation(file: "state_dir", line: 0)
+        do { try Syscall.makeDirectory(stateDirectory) } catch { throw ConfigError(location, "\(error)") }
+        let file = StateFile(directory: stateDirectory, address: spec.address)
+        let saved: ExportProtocolState?
+        do { saved = try file.load() } catch { throw ConfigError(location, error.description) }
+        if let saved {
+            log.log(.info, "e\(spec.address): state loaded from \(file.path): mask \(saved.access.mask.map(\.description)), reserve \(saved.access.reservation.map(\.description)), config string \(saved.configString.value.count) bytes")
+            if saved.access.mask != fresh.access.mask && !configuration.mask.isEmpty {
+                log.log(.warning, "e\(spec.address): the saved MAC mask list (changed by initiators) overrides the configured one; delete \(file.path) to start from the configuration")
+            }
+        }
+        return ExportState(initial: saved ?? fresh, durableExport: spec.sync, file: file)
+    }
+
+    func start(log: TargetLog) {
+        for port in ports {
+            let t = port.target
+            t.log.log(.info, "serving \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(spec.sync ? ", durable writes" : ""), \(t.ioDescription)) as e\(spec.address) on \(t.link.interfaceName) (\(t.link.macAddress), MTU \(t.link.currentMTU()), \(t.configuration.bufferCount) buffers)")
+            port.start()
+        }
+    }
+
+    /// Every port stops taking frames; each finishes what it has in flight and flushes. Concurrent, so one
+    /// slow port does not hold up the others.
+    func stop() {
+        for port in ports { port.stop.store(true, ordering: .relaxed) }
+        for port in ports { port.stopAndWait() }
+    }
+
+    /// Applies the protocol-state keys of a reloaded spec whose value in the file changed: the admin's newer
+    /// word wins over what was saved. Returns what was applied, for the log.
+    func applyStateChanges(to new: ExportSpec) throws -> [String] {
+        let old = spec
+        var applied: [String] = []
+        try state.update { state in
+            if new.mask != old.mask {
+                state.access = ExportAccess(mask: new.mask, reservation: state.access.reservation)
+                applied.append("mac_mask")
+            }
+            if new.configString != old.configString {
+                state.configString = ConfigStringState(Array(new.configString.utf8))
+                applied.append("config_string")
+            }
+        }
+        spec = new
+        return applied
+    }
+
+    var counters: String { ports.map { "\($0.target.link.interfaceName): \($0.target.statistics.summary)" }.joined(separator: "; ") }
+}

@@ -1,0 +1,129 @@
+import AoEWire
+import AoETarget
+import LinuxSystem
+import PacketTransport
+
+/// The whole process: every export of a `ServerSpec`, started together, reloaded as one, stopped as one.
+/// Start and reload open everything new before serving any of it, so a bad file changes nothing.
+public final class Server: @unchecked Sendable {
+    public private(set) var spec: ServerSpec
+    public let log: TargetLog
+    private let pcap: PcapWriter?
+    private var exports: [ShelfSlot: ExportRuntime] = [:]
+
+    /// Opens every export (devices, state, sockets); throws the first problem and leaves nothing open.
+    public init(spec: ServerSpec, log: TargetLog) throws(ConfigError) {
+        self.spec = spec
+        self.log = log
+        if let path = spec.pcap {
+            do { pcap = try PcapWriter(path: path) } catch {
+                throw ConfigError(SourceLocation(file: "pcap", line: 0), key: "pcap", error.description)
+            }
+        } else {
+            pcap = nil
+        }
+        for export in spec.exports {
+            exports[export.address] = try ExportRuntime(spec: export, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
+        }
+    }
+
+    public func start() {
+        for export in spec.exports { exports[export.address]?.start(log: log) }
+        log.log(.info, "\(exports.count) export\(exports.count == 1 ? "" : "s") on \(Set(spec.exports.flatMap(\.interfaces)).sorted().joined(separator: ", "))")
+    }
+
+    /// Stops every export: no new frames, requests in flight answered, devices flushed.
+    public func stop() {
+        for export in exports.values { for port in export.ports { port.stop.store(true, ordering: .relaxed) } }
+        for export in exports.values { export.stop() }
+        pcap?.close()
+    }
+
+    public var counters: [String] {
+        spec.exports.compactMap { e in exports[e.address].map { "e\(e.address): \($0.counters)" } }
+    }
+
+    /// What a reload does to each export.
+    public enum Change: Hashable, Sendable {
+        case add, remove
+        /// A setting that shapes the device or its ports changed (path, read_only, direct, sync, buffers,
+        /// interfaces, io_engine, ...): the export is drained (requests in flight answered, device flushed),
+        /// closed and opened again with the new settings and the same protocol state.
+        case restart
+        /// Only the configured mask or config string changed: applied to the live state, nothing restarts.
+        case applyState
+        case keep
+    }
+
+    public static func plan(from old: ServerSpec, to new: ServerSpec) -> [ShelfSlot: Change] {
+        var plan: [ShelfSlot: Change] = [:]
+        let before = Dictionary(uniqueKeysWithValues: old.exports.map { ($0.address, $0) })
+        for export in new.exports {
+            guard let previous = before[export.address] else { plan[export.address] = .add; continue }
+            var stateOnly = export
+            stateOnly.mask = previous.mask
+            stateOnly.configString = previous.configString
+            plan[export.address] = export.sameSettings(as: previous) ? .keep : stateOnly.sameSettings(as: previous) ? .applyState : .restart
+        }
+        for export in old.exports where plan[export.address] == nil { plan[export.address] = .remove }
+        return plan
+    }
+
+    /// Moves to `new`. Exports the reload does not touch never notice. New exports are opened before anything
+    /// stops: if one fails (a missing file, an unknown interface), nothing changes and the error is thrown.
+    /// Process-wide settings (state_dir, log_level, pcap) take effect at the next start.
+    public func reload(to new: ServerSpec) throws(ConfigError) {
+        let plan = Self.plan(from: spec, to: new)
+        let newSpecs = Dictionary(uniqueKeysWithValues: new.exports.map { ($0.address, $0) })
+        if new.stateDirectory != spec.stateDirectory || new.pcap != spec.pcap || new.logLevel != spec.logLevel {
+            log.log(.warning, "reload: state_dir, log_level and pcap take effect at the next start")
+        }
+        var opened: [ShelfSlot: ExportRuntime] = [:]
+        for (address, change) in plan where change == .add {
+            opened[address] = try ExportRuntime(spec: newSpecs[address]!, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
+        }
+        for (address, change) in plan.sorted(by: { "\($0.key)" < "\($1.key)" }) {
+            switch change {
+            case .keep:
+                break
+            case .add:
+                exports[address] = opened[address]
+                exports[address]?.start(log: log)
+                log.log(.info, "reload: e\(address) added")
+            case .remove:
+                exports[address]?.stop()
+                exports[address] = nil
+                log.log(.info, "reload: e\(address) removed; stopped after answering its requests in flight")
+            case .applyState:
+                guard let export = exports[address] else { break }
+                do {
+                    let applied = try export.applyStateChanges(to: newSpecs[address]!)
+                    log.log(.info, "reload: e\(address): \(applied.joined(separator: ", ")) applied")
+                } catch {
+                    log.log(.error, "reload: e\(address): \(error); kept as it was")
+                }
+            case .restart:
+                guard let previous = exports[address]?.spec else { break }
+                exports[address]?.stop()
+                // Dropped before reopening: its image lock and a block device's exclusive open must be released.
+                exports[address] = nil
+                do throws(ConfigError) {
+                    exports[address] = try ExportRuntime(spec: newSpecs[address]!, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
+                    log.log(.info, "reload: e\(address) restarted with its new settings")
+                } catch {
+                    log.log(.error, "reload: e\(address): \(error); serving it with its previous settings")
+                    exports[address] = try? ExportRuntime(spec: previous, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
+                    if exports[address] == nil { log.log(.error, "reload: e\(address) could not be opened again; not served") }
+                }
+                exports[address]?.start(log: log)
+            }
+        }
+        var kept = new
+        kept.stateDirectory = spec.stateDirectory
+        kept.pcap = spec.pcap
+        kept.logLevel = spec.logLevel
+        // What is really served: an export that fell back to its previous settings (or failed) shows as such.
+        kept.exports = new.exports.compactMap { exports[$0.address]?.spec }
+        spec = kept
+    }
+}
