@@ -298,6 +298,27 @@ final class TargetTests: XCTestCase {
         XCTAssertTrue(other.state.admission(of: hostMAC).admitted)
     }
 
+    /// A server runs one port per export and NIC; a wildcard request reaches every export on the NIC and
+    /// each answers for itself, never with the wildcard.
+    func testWildcardQueryConfigIsAnsweredByEveryExportWithItsOwnAddress() throws {
+        var replies: [[UInt8]] = []
+        for slot: UInt8 in [1, 2] {
+            let link = EmbeddedLink(mac: targetMAC)
+            let t = Target(configuration: TargetConfiguration(address: ShelfSlot(shelf: 5, slot: slot)), device: MemoryDevice(sectors: 8),
+                           link: link, log: TargetLog { _ in })
+            let stop = StopBox()
+            let done = expectation(description: "port \(slot) stopped")
+            Thread { t.run(until: stop.flag); done.fulfill() }.start()
+            _ = link.waitForSent(1)   // the announcement
+            link.inject(frame(command: .queryConfig, tag: 9, to: .broadcast, shelf: 0xFFFF, slot: 0xFF, arg: [UInt8](repeating: 0, count: 8)))
+            replies += link.waitForSent(1, timeoutSeconds: 2)
+            stop.flag.store(true, ordering: .relaxed)
+            wait(for: [done], timeout: 5)
+        }
+        XCTAssertEqual(replies.map { header($0).address }, [ShelfSlot(shelf: 5, slot: 1), ShelfSlot(shelf: 5, slot: 2)])
+        XCTAssertEqual(replies.map { header($0).tag.rawValue }, [9, 9])
+    }
+
     func testConfigStringCommands() throws {
         start(device: MemoryDevice(sectors: 100))
         func config(_ command: ConfigCommand, _ text: String, tag: UInt32) -> [UInt8] {
