@@ -28,6 +28,7 @@ e2e         mawk                 awk
 e2e         nftables             nft
 e2e         tshark               tshark
 e2e         tcpdump              tcpdump
+e2e         systemd              systemd-analyze
 e2e         aoetools             aoeping aoecfg
 e2e         vblade               vblade
 interop     qemu-system-x86      qemu-system-x86_64
