@@ -4,15 +4,19 @@
 #
 #   sudo Benchmarks/run.sh [--quick] [--duration S] [--rounds N] [--mtu "1500 9000"] [--keep]
 #                          [--targets "aoe/tmpfs null ..."] [--workloads "4k-randread-qd32 ..."]
+#                          [--baseline BIN]
 #
 # Builds release binaries and the C client, creates namespace aoe-bench-PID with veth pair bt (target end) /
 # bi (initiator end), runs every (target, workload, client) in interleaved rounds (round 1: A B C ..., round
 # 2: A B C ...), and prints one table. Everything it starts is killed by PID on exit; the namespace, images
 # and the scratch folder (/tmp/bench-XXXXXX, kept with --keep) are removed. Frames never leave the namespace.
+# --baseline BIN adds base/tmpfs, base/disk-direct and base/disk-sync: the same rows served by another aoe-target
+# binary (e.g. a release build of the commit before a change), interleaved with the current one in the same run,
+# and a "before/after" section with current / baseline per row.
 # See Benchmarks/README.md for what each row means.
 set -uo pipefail
 
-QUICK=0 DURATION='' ROUNDS=2 MTUS='' KEEP=0 ONLY_TARGETS='' ONLY_WORKLOADS=''
+QUICK=0 DURATION='' ROUNDS=2 MTUS='' KEEP=0 ONLY_TARGETS='' ONLY_WORKLOADS='' BASELINE=''
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -23,6 +27,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --targets) ONLY_TARGETS=${2:?--targets needs a list}; shift ;;
         --workloads) ONLY_WORKLOADS=${2:?--workloads needs a list}; shift ;;
+        --baseline) BASELINE=${2:?--baseline needs an aoe-target binary}; shift ;;
         -h|--help) usage 0 ;;
         *) echo "run.sh: unknown option $1" >&2; usage 2 ;;
     esac
@@ -40,8 +45,14 @@ else
     TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync vblade/disk-sync null"
     WORKLOADS="4k-randread-qd1 4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 fi
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE" ] || { echo "run.sh: --baseline $BASELINE is not an executable" >&2; exit 2; }
+    BASELINE=$(realpath "$BASELINE")
+    TARGETS="$TARGETS base/tmpfs base/disk-direct base/disk-sync"
+fi
 TARGETS=${ONLY_TARGETS:-$TARGETS} WORKLOADS=${ONLY_WORKLOADS:-$WORKLOADS}
 for t in $TARGETS; do case $t in aoe/tmpfs|aoe/disk-direct|aoe/disk|aoe/disk-sync|aoe/disk-direct-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
+    base/tmpfs|base/disk-direct|base/disk-sync) [ -n "$BASELINE" ] || { echo "run.sh: $t needs --baseline BIN" >&2; exit 2; } ;;
     *) echo "run.sh: unknown target $t" >&2; exit 2 ;; esac; done
 for w in $WORKLOADS; do case $w in 4k-randread-qd1|4k-randread-qd32|4k-randwrite-qd32|seqread-maxframe-qd32) ;;
     *) echo "run.sh: unknown workload $w" >&2; exit 2 ;; esac; done
@@ -119,6 +130,7 @@ target_cmd() {   # prints the command line of target $1, one word per line
         aoe/disk-sync)    printf '%s\n' "$AOETARGET" --buffers 256 --sync 1 1 "$TI" "$DISK_IMG" ;;
         aoe/disk-direct-sync) printf '%s\n' "$AOETARGET" --buffers 256 --direct --sync 1 1 "$TI" "$DISK_IMG" ;;
         null)             printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" null:8G ;;
+        base/*)           target_cmd "aoe/${1#base/}" | sed "1s|.*|$BASELINE|" ;;
         vblade/tmpfs)     printf '%s\n' "$VBLADE" -b 256 1 1 "$TI" "$SHM_IMG" ;;
         vblade/disk)      printf '%s\n' "$VBLADE" -b 256 -d 1 1 "$TI" "$DISK_IMG" ;;
         vblade/disk-sync) printf '%s\n' "$VBLADE" -b 256 -d -s 1 1 "$TI" "$DISK_IMG" ;;
@@ -283,6 +295,16 @@ END {
         printf "%-5s %-20s %-22s %-8s %9.0f %8.1f %7.0f %7.0f %8s %6s %6s %5d %5d %4s%s\n", M[a], T[b], WL[w], client,
             iops[k], mbps[k], p50[k], p99[k], (k in ncpu) ? sprintf("%.1f", cpu[k] / ncpu[k]) : "-", xv, xn,
             retx[k], errs[k], spread, (k in fails) ? "  (" fails[k] " failed)" : ""
+    }
+    # before/after: the current binary against the baseline, row by row
+    for (a = 1; a <= nm; a++) for (w = 1; w < nw; w++) for (b = 1; b <= nt; b++) {
+        if (T[b] !~ /^base\//) continue
+        cur = "aoe/" substr(T[b], 6)
+        kb = M[a] SUBSEP T[b] SUBSEP WL[w] SUBSEP "aoectl"; kc = M[a] SUBSEP cur SUBSEP WL[w] SUBSEP "aoectl"
+        if ((kb in n) && (kc in n) && iops[kb] > 0) {
+            if (!hdr3++) print "\nbefore/after: IOPS of the current aoe-target / the --baseline binary, same run (1.00 = no change):"
+            printf "  mtu %-5s %-16s %-22s %9.0f -> %9.0f  %.3f\n", M[a], cur, WL[w], iops[kb], iops[kc], iops[kc] / iops[kb]
+        }
     }
     # the client cost: the same target driven by aoectl and by aoe-load
     for (a = 1; a <= nm; a++) for (w = 1; w < nw; w++) for (b = 1; b <= nt; b++) {

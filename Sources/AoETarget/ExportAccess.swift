@@ -21,9 +21,21 @@ public struct ExportAccess: Hashable, Sendable {
     /// Whether a frame from `source` is looked at at all.
     public func maskAdmits(_ source: MACAddress) -> Bool { mask.isEmpty || mask.contains(source) }
 
+    /// What one frame's source may do, decided once per frame (one look at the state).
+    public struct Admission: Hashable, Sendable {
+        public let maskAdmits: Bool
+        let reservedByOthers: Bool
+        /// The one place of the rule: a reservation shuts other sources out of every ATA command but IDENTIFY.
+        public func reservationAdmits(isIdentify: Bool) -> Bool { isIdentify || !reservedByOthers }
+    }
+
+    public func admission(of source: MACAddress) -> Admission {
+        Admission(maskAdmits: maskAdmits(source), reservedByOthers: !reservation.isEmpty && !reservation.contains(source))
+    }
+
     /// Whether `source` may run this ATA command under the current reservation.
     public func reservationAdmits(_ source: MACAddress, isIdentify: Bool) -> Bool {
-        isIdentify || reservation.isEmpty || reservation.contains(source)
+        admission(of: source).reservationAdmits(isIdentify: isIdentify)
     }
 
     public enum Outcome<Reply: Hashable & Sendable>: Hashable, Sendable {

@@ -24,10 +24,8 @@ public final class ExportState: Sendable {
 
     public var current: ExportProtocolState { value.withLock { $0 } }
 
-    /// (mask admits the source, a reservation shuts it out of ATA other than IDENTIFY): one lock per frame.
-    public func admission(of source: MACAddress) -> (admitted: Bool, reservedAgainst: Bool) {
-        value.withLock { ($0.access.maskAdmits(source), !$0.access.reservationAdmits(source, isIdentify: false)) }
-    }
+    /// What a frame from `source` may do: one lock per frame.
+    public func admission(of source: MACAddress) -> ExportAccess.Admission { value.withLock { $0.access.admission(of: source) } }
 
     public var configString: [UInt8] { value.withLock { $0.configString.value } }
     public var writeCacheEnabled: Bool { value.withLock { $0.writeCacheEnabled } }

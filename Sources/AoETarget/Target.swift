@@ -351,8 +351,8 @@ public final class Target: @unchecked Sendable {
             return .dropped
         }
         // One look at the access state per frame: the mask, and whether a reservation shuts this source out.
-        let (admitted, reservedAgainst) = state.admission(of: header.source)
-        guard admitted else {
+        let admission = state.admission(of: header.source)
+        guard admission.maskAdmits else {
             statistics.add(.droppedMasked)
             return .dropped
         }
@@ -360,7 +360,7 @@ public final class Target: @unchecked Sendable {
             return replyError(&frame, header, .unsupportedVersion)
         }
         switch header.command {
-        case .issueATA: return handleATA(&frame, header, slot: slot, reservedAgainst: reservedAgainst)
+        case .issueATA: return handleATA(&frame, header, slot: slot, admission: admission)
         case .queryConfig: return handleConfig(&frame, header)
         case .macMaskList: return handleMask(&frame, header)
         case .reserveRelease: return handleReserve(&frame, header)
@@ -458,13 +458,13 @@ public final class Target: @unchecked Sendable {
         }
     }
 
-    private func handleATA(_ frame: inout Frame, _ header: AoEHeader, slot: Int, reservedAgainst: Bool) -> Disposition {
+    private func handleATA(_ frame: inout Frame, _ header: AoEHeader, slot: Int, admission: ExportAccess.Admission) -> Disposition {
         guard let ata = ATAHeader(parsing: frame.bytes) else {
             return replyError(&frame, header, .badArgument)
         }
         let request = TaskFile(ata)
         // IDENTIFY is answered while reserved (vblade does; WinAoE discovers with it).
-        if reservedAgainst && request.command != .identifyDevice { return replyError(&frame, header, .targetReserved) }
+        guard admission.reservationAdmits(isIdentify: request.command == .identifyDevice) else { return replyError(&frame, header, .targetReserved) }
 
         let payloadLength = frame.length - AoELayout.ataHeaderSize
         if let passThrough {

@@ -1,6 +1,5 @@
 import Glibc
 import ATACore
-import AoEWire
 import CLinuxShims
 import LinuxSystem
 
@@ -95,7 +94,7 @@ public final class SGIODevice: ATAPassThroughDevice, @unchecked Sendable {
     static func execute(fd: Int32, path: String, _ command: PassThroughCommand, data: UnsafeMutableRawBufferPointer) -> PassThroughResult {
         var cdb = SATCommandBlock.build(command)
         var sense = [UInt8](repeating: 0, count: senseCapacity)
-        let bytes = command.sectors * AoELayout.sectorSize
+        let bytes = command.sectors * sectorSize
         precondition(data.count >= bytes)
         var header = sg_io_hdr_t()
         header.interface_id = Int32(UInt8(ascii: "S"))
@@ -143,15 +142,15 @@ public final class SGIODevice: ATAPassThroughDevice, @unchecked Sendable {
     private func readWrite(_ opcode: UInt8, _ buffer: UnsafeMutableRawBufferPointer, at lba: UInt64, direction: PassThroughCommand.Direction) throws(DeviceError) {
         var done = 0
         while done < buffer.count {
-            let sectors = min(128, (buffer.count - done) / AoELayout.sectorSize)
-            let task = TaskFile(commandStatus: opcode, count: UInt8(sectors), lbaRegisters: lba + UInt64(done / AoELayout.sectorSize), extended: true)
+            let sectors = min(128, (buffer.count - done) / sectorSize)
+            let task = TaskFile(commandStatus: opcode, count: UInt8(sectors), lbaRegisters: lba + UInt64(done / sectorSize), extended: true)
             let command = PassThroughCommand(taskFile: task, protocolField: .dma, direction: direction, sectors: sectors,
                                              writesMedia: direction == .toDevice, timeoutMilliseconds: 30_000)
             let result = passThrough(command, data: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
             if result.failure != nil || result.registers.status.contains(.error) {
                 throw DeviceError(SystemError(call: "SG_IO", errno: EIO, context: "\(path) LBA \(task.lbaRegisters): \(result.failure ?? "ATA error 0x\(String(result.registers.error.rawValue, radix: 16))")"))
             }
-            done += sectors * AoELayout.sectorSize
+            done += sectors * sectorSize
         }
     }
 

@@ -294,8 +294,8 @@ final class TargetTests: XCTestCase {
         // A second port of the same export (another NIC) sees the mask at once.
         let other = Target(configuration: TargetConfiguration(address: ShelfSlot(shelf: 1, slot: 2)), device: MemoryDevice(sectors: 100),
                            link: EmbeddedLink(mac: otherMAC), log: TargetLog { _ in }, state: state)
-        XCTAssertFalse(other.state.admission(of: otherMAC).admitted)
-        XCTAssertTrue(other.state.admission(of: hostMAC).admitted)
+        XCTAssertFalse(other.state.admission(of: otherMAC).maskAdmits)
+        XCTAssertTrue(other.state.admission(of: hostMAC).maskAdmits)
     }
 
     /// A server runs one port per export and NIC; a wildcard request reaches every export on the NIC and
