@@ -161,7 +161,10 @@ public final class AoEClient: @unchecked Sendable {
         bytes.withUnsafeMutableBytes { arg.write(to: $0) }
         let reply = try request(target, command: .macMaskList, arg: Array(bytes[AoELayout.headerSize...]))
         do { return try reply.bytes.withUnsafeBytes { try MaskListArg(parsing: $0) } } catch {
-            // An error reply's Dir Count is an index, not a count: read the fixed part only.
+            // An error reply's Dir Count is an index, not a count: read the fixed part only, if it came.
+            guard reply.bytes.count >= AoELayout.maskHeaderSize else {
+                throw .shortReply(expected: AoELayout.maskHeaderSize, got: reply.bytes.count)
+            }
             return MaskListArg(command: MaskCommand(rawValue: reply.bytes[25]), error: MaskError(rawValue: reply.bytes[26]),
                                directives: [])
         }

@@ -5,7 +5,7 @@ import TOMLKit
 /// The config file: TOML (parsed by TOMLKit, a wrapper of toml++), read into a `ServerSpec`. Pure: the
 /// caller reads the file; this turns its text into a spec or one error naming the file, line and key.
 ///
-///     state_dir = "/var/lib/aoe-target"     # top level: state_dir, log_level, pcap
+///     state_dir = "/var/lib/aoe-target"     # top level: state_dir, log_level, pcap, pcap_limit
 ///     [[export]]
 ///     shelf = 1
 ///     slot = 1
@@ -13,7 +13,7 @@ import TOMLKit
 ///     path = "/dev/sdb"
 ///     sync = true
 public enum ConfigFile {
-    public static let topLevelKeys = ["state_dir", "log_level", "pcap", "export"]
+    public static let topLevelKeys = ["state_dir", "log_level", "pcap", "pcap_limit", "export"]
     public static let exportKeys = [
         "shelf", "slot", "interfaces", "path", "read_only", "direct", "sync", "buffers", "mac_mask", "config_string",
         "model", "serial", "offset", "length", "passthrough", "allow_ata", "allow_all_ata", "io_engine", "workers",
@@ -41,6 +41,12 @@ public enum ConfigFile {
             spec.logLevel = parsed
         }
         spec.pcap = try top.string("pcap")
+        if let limit = try top.string("pcap_limit") {
+            guard let bytes = DeviceOpener.parseSize(limit), bytes >= 16 << 10, bytes <= Int.max else {
+                throw top.error("pcap_limit", "must be a size of at least 16K, e.g. \"100M\", not '\(limit)'")
+            }
+            spec.pcapLimit = Int(bytes)
+        }
         guard let list = table["export"] else {
             throw ConfigError(SourceLocation(file: file, line: 0), "no [[export]] table: nothing to serve")
         }

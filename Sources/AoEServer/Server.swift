@@ -16,7 +16,7 @@ public final class Server: @unchecked Sendable {
         self.spec = spec
         self.log = log
         if let path = spec.pcap {
-            do { pcap = try PcapWriter(path: path) } catch {
+            do { pcap = try PcapWriter(path: path, limitBytes: spec.pcapLimit) } catch {
                 throw ConfigError(SourceLocation(file: "pcap", line: 0), key: "pcap", error.description)
             }
         } else {
@@ -75,8 +75,8 @@ public final class Server: @unchecked Sendable {
     public func reload(to new: ServerSpec) throws(ConfigError) {
         let plan = Self.plan(from: spec, to: new)
         let newSpecs = Dictionary(uniqueKeysWithValues: new.exports.map { ($0.address, $0) })
-        if new.stateDirectory != spec.stateDirectory || new.pcap != spec.pcap || new.logLevel != spec.logLevel {
-            log.log(.warning, "reload: state_dir, log_level and pcap take effect at the next start")
+        if new.stateDirectory != spec.stateDirectory || new.pcap != spec.pcap || new.pcapLimit != spec.pcapLimit || new.logLevel != spec.logLevel {
+            log.log(.warning, "reload: state_dir, log_level, pcap and pcap_limit take effect at the next start")
         }
         var opened: [ShelfSlot: ExportRuntime] = [:]
         for (address, change) in plan where change == .add {
@@ -121,6 +121,7 @@ public final class Server: @unchecked Sendable {
         var kept = new
         kept.stateDirectory = spec.stateDirectory
         kept.pcap = spec.pcap
+        kept.pcapLimit = spec.pcapLimit
         kept.logLevel = spec.logLevel
         // What is really served: an export that fell back to its previous settings (or failed) shows as such.
         kept.exports = new.exports.compactMap { exports[$0.address]?.spec }

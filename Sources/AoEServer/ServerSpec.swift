@@ -10,6 +10,8 @@ public struct ServerSpec: Hashable, Sendable {
     public var logLevel: TargetLog.Level = .info
     /// Every frame received and sent, by every export, to this pcap file.
     public var pcap: String?
+    /// Bytes one pcap file may hold before it is rotated to FILE.1; nil: unbounded.
+    public var pcapLimit: Int?
 
     public init(exports: [ExportSpec], stateDirectory: String? = nil) {
         self.exports = exports

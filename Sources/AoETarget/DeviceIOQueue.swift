@@ -171,20 +171,31 @@ extension Target {
                     queue(q) { $0.preparePollIn(fd: link.readinessDescriptor, userData: DeviceIOQueue.userData(.poll, 0)) }
                     q.pollArmed = true
                 }
+                let queued = q.unsubmitted
                 q.unsubmitted = 0
-                do { try q.ring.submitAndWait(timeout: 0.2) } catch { ringFailed(error) }
+                do { try q.ring.submitAndWait(timeout: 0.2) } catch { submitFailed(q, error, queued: queued) }
             } else if q.unsubmitted > 0 {
+                let queued = q.unsubmitted
                 q.unsubmitted = 0
-                do { try q.ring.submit() } catch { ringFailed(error) }
+                do { try q.ring.submit() } catch { submitFailed(q, error, queued: queued) }
             }
             checkMTU(every: 1, last: &lastMTUCheck)
         }
     }
 
-    func ringFailed(_ error: SystemError) -> Never {
-        // Submission fails only on a bug (bad descriptor, bad address) or when the kernel is out of memory; a
-        // request that never reaches the ring would hold its slot and its LBA range forever.
-        fatalError("io_uring failed: \(error)")
+    /// io_uring_enter failed. Short of memory or completion room (EAGAIN, EBUSY, ENOMEM, EINTR), the kernel
+    /// leaves the requests in the submission queue: count, log, pause a moment and submit them on the next
+    /// pass, serving on. Any other errno is a bug in how the ring is used, and traps.
+    func submitFailed(_ q: DeviceIOQueue, _ error: SystemError, queued: Int) {
+        switch error.errno {
+        case EAGAIN, EBUSY, ENOMEM, EINTR:
+            statistics.add(.ringSubmitRetries)
+            log.frame(.warning, "\(error); \(queued) request(s) stay queued and are submitted again")
+            q.unsubmitted = max(q.unsubmitted, max(queued, 1))
+            usleepSeconds(0.001)
+        default:
+            fatalError("io_uring failed: \(error)")
+        }
     }
 
     /// Moves every ready request into the ring (submitted by the event loop), adjacent frames of the same kind
@@ -269,10 +280,15 @@ extension Target {
     /// Prepares one request; when the submission queue is full (more ready at once than it has entries, only
     /// with a Buffer Count above 32 Ki), submits what is there first.
     func queue(_ q: DeviceIOQueue, _ prepare: (IOUring) -> Bool) {
-        if !prepare(q.ring) {
-            do { try q.ring.submit() } catch { ringFailed(error) }
-            q.unsubmitted = 0
-            precondition(prepare(q.ring), "io_uring submission queue full right after a submit")
+        // A full submission queue is submitted to make room; while the kernel refuses for a moment, try again.
+        var attempts = 0
+        while !prepare(q.ring) {
+            precondition(attempts < 10_000, "io_uring submission queue still full after 10 s of retries")
+            attempts += 1
+            do {
+                try q.ring.submit()
+                q.unsubmitted = 0
+            } catch { submitFailed(q, error, queued: q.unsubmitted) }
         }
         q.unsubmitted += 1
     }

@@ -7,11 +7,11 @@ public final class TargetStatistics: @unchecked Sendable {
     public enum Counter: Int, CaseIterable, Sendable {
         case framesReceived, framesSent
         case droppedTruncated, droppedNotForUs, droppedResponse, droppedOtherAddress, droppedMasked, droppedOverrun
-        case droppedConfigNoMatch
+        case droppedConfigNoMatch, droppedBadSource
         case aoeErrorsSent, ataErrors, ataOutOfRange, ataAborted
         case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
         case sendErrors, receiveErrors, mtuChanges, fdatasyncs
-        case passThroughCommands, passThroughRefused, mergedRequests, cachedReads, stateSaveErrors
+        case passThroughCommands, passThroughRefused, mergedRequests, cachedReads, stateSaveErrors, ringSubmitRetries
 
         public var name: String {
             switch self {
@@ -24,6 +24,7 @@ public final class TargetStatistics: @unchecked Sendable {
             case .droppedMasked: "dropped_mac_mask"
             case .droppedOverrun: "dropped_buffer_count_exceeded"
             case .droppedConfigNoMatch: "config_test_no_match"
+            case .droppedBadSource: "dropped_group_source"
             case .aoeErrorsSent: "aoe_errors"
             case .ataErrors: "ata_errors"
             case .ataOutOfRange: "ata_idnf"
@@ -44,6 +45,7 @@ public final class TargetStatistics: @unchecked Sendable {
             case .mergedRequests: "merged_requests"
             case .cachedReads: "reads_from_page_cache"
             case .stateSaveErrors: "state_save_errors"
+            case .ringSubmitRetries: "io_uring_submit_retries"
             }
         }
     }

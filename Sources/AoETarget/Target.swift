@@ -20,7 +20,9 @@ public final class Target: @unchecked Sendable {
     /// Config string, mask, reservation, write cache: shared with the export's other ports, saved on change.
     public let state: ExportState
 
-    private let identifyBase: IdentifyParameters
+    /// The IDENTIFY page with the write cache off and on, built once: an IDENTIFY (answered to anyone, even
+    /// while reserved) costs one copy into the reply, no allocation.
+    private let identifyPages: (cacheOff: [UInt8], cacheOn: [UInt8])
     private let pool: FramePool
     private let batch: Int
     private let groupCommit: GroupCommit
@@ -90,12 +92,15 @@ public final class Target: @unchecked Sendable {
         }
         ioQueue = Self.makeIOQueue(configuration: configuration, device: device, slots: pool.slotCount,
                                    passThrough: passThrough != nil, log: log)
-        identifyBase = IdentifyParameters(
+        var identify = IdentifyParameters(
             sectors: device.sectorCount, model: configuration.model,
             serial: configuration.serial ?? Self.serial(for: device.identity),
             firmware: configuration.firmware,
-            writeCacheSupported: device.capabilities.writable, writeCacheEnabled: !configuration.durableWrites,
+            writeCacheSupported: device.capabilities.writable, writeCacheEnabled: false,
             flushSupported: device.capabilities.canFlush)
+        let off = IdentifyPage(identify).bytes
+        identify.writeCacheEnabled = device.capabilities.writable
+        identifyPages = (off, IdentifyPage(identify).bytes)
     }
 
     /// Where each frame starts in its page. The data area (36 bytes in) must meet the device's O_DIRECT
@@ -342,6 +347,11 @@ public final class Target: @unchecked Sendable {
             statistics.add(.droppedNotForUs)
             return .dropped
         }
+        // A reply to a group address would go to every host on the segment: no real initiator sends from one.
+        guard !header.source.isMulticast else {
+            statistics.add(.droppedBadSource)
+            return .dropped
+        }
         guard !header.flags.contains(.response) else {
             statistics.add(.droppedResponse)
             return .dropped
@@ -393,7 +403,8 @@ public final class Target: @unchecked Sendable {
         do { request = try ConfigArg(parsing: frame.bytes) } catch {
             return replyError(&frame, header, .badArgument)
         }
-        refreshMTU()
+        // The MTU is re-read once a second by the run loop (and at once on EMSGSIZE), never per frame: any
+        // host could otherwise make the target issue syscalls at its own rate.
         guard let outcome = changeState(header, { $0.configString.handle(request.command, argument: request.configString) }) else {
             return .dropped
         }
@@ -427,7 +438,9 @@ public final class Target: @unchecked Sendable {
         case .error(let error):
             return replyError(&frame, header, error)
         case .reply(let reply):
-            log.log(.info, "MAC mask list \(request.command == .edit ? "edited" : "read") by \(header.source): \(reply.directives.map(\.mac.description))")
+            if request.command == .edit {
+                log.frame(.info, "MAC mask list edited by \(header.source): \(reply.directives.count) entries")
+            }
             header.reply(from: link.macAddress, address: configuration.address).write(to: frame.buffer)
             frame.length = reply.write(to: frame.buffer)
             frame.padToMinimum()
@@ -449,7 +462,7 @@ public final class Target: @unchecked Sendable {
             return replyError(&frame, header, error)
         case .reply(let reply):
             if request.command != .read {
-                log.log(.info, "reserve list set by \(header.source): \(reply.macs.map(\.description))")
+                log.frame(.info, "reserve list set by \(header.source): \(reply.macs.count) entries")
             }
             header.reply(from: link.macAddress, address: configuration.address).write(to: frame.buffer)
             frame.length = reply.write(to: frame.buffer)
@@ -491,14 +504,13 @@ public final class Target: @unchecked Sendable {
             return .reply
         case .identify:
             statistics.add(.identifies)
-            let page = IdentifyPage(identifyParameters).bytes
-            page.withUnsafeBytes { frame.payload(count: IdentifyPage.size).copyMemory(from: $0) }
+            identifyPage.withUnsafeBytes { frame.payload(count: IdentifyPage.size).copyMemory(from: $0) }
             finishATA(&frame, header, ata, .ok(request), dataBytes: IdentifyPage.size)
             return .reply
         case .setWriteCache(let enabled):
             let durableExport = state.durableExport
             guard let allowed = changeState(header, { $0.setWriteCache(enabled, durableExport: durableExport) }) else { return .dropped }
-            if allowed { log.log(.info, "write cache \(enabled ? "enabled" : "disabled") by \(header.source)") }
+            if allowed { log.frame(.info, "write cache \(enabled ? "enabled" : "disabled") by \(header.source)") }
             finishATA(&frame, header, ata, allowed ? .ok(request) : .aborted(request), dataBytes: 0)
             return .reply
         case .read, .write, .flush:
@@ -526,11 +538,8 @@ public final class Target: @unchecked Sendable {
         }
     }
 
-    var identifyParameters: IdentifyParameters {
-        var p = identifyBase
-        p.writeCacheEnabled = state.writeCacheEnabled && device.capabilities.writable
-        return p
-    }
+    /// The page for the write cache as it is now (word 85 bit 5).
+    var identifyPage: [UInt8] { state.writeCacheEnabled ? identifyPages.cacheOn : identifyPages.cacheOff }
 
     /// Writes the reply registers and length for an ATA request answered from `frame`'s slot.
     func finishATA(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ registers: ATAReply, dataBytes: Int) {

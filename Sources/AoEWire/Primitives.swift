@@ -19,6 +19,8 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
     public static let zero = MACAddress(rawValue: 0)
 
     public var isBroadcast: Bool { self == .broadcast }
+    /// The I/G bit (bit 0 of the first byte): a group address, broadcast included. Never a frame's sender.
+    public var isMulticast: Bool { byte(0) & 1 != 0 }
 
     public func byte(_ index: Int) -> UInt8 { UInt8(truncatingIfNeeded: rawValue >> (40 - 8 * UInt64(index))) }
 

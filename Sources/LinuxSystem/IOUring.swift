@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import CIOUring
 
 /// An io_uring instance: requests are queued in shared memory, handed to the kernel in one system call, and
@@ -22,6 +23,16 @@ public final class IOUring: @unchecked Sendable {
     }
 
     deinit { CIOUring_destroy(ring) }
+
+    /// Test hook: the next N submits fail with EAGAIN before reaching the kernel, as io_uring_enter does when
+    /// the kernel is short of memory; the queued requests stay queued, as they do then.
+    public static let failNextSubmits = Atomic<Int>(0)
+
+    private func injectedSubmitFailure(_ context: String) throws(SystemError) {
+        if Self.failNextSubmits.load(ordering: .relaxed) > 0, Self.failNextSubmits.subtract(1, ordering: .relaxed).oldValue > 0 {
+            throw SystemError(call: "io_uring_enter", errno: EAGAIN, context: "\(context) (injected)")
+        }
+    }
 
     /// Queues a preadv / pwritev; false when the submission queue is full.
     public func prepareVectored(write: Bool, fd: Int32, vectors: UnsafePointer<iovec>, count: Int, offset: Int,
@@ -52,6 +63,7 @@ public final class IOUring: @unchecked Sendable {
     /// Hands every queued request to the kernel.
     @discardableResult
     public func submit() throws(SystemError) -> Int {
+        try injectedSubmitFailure("submit")
         let rc = CIOUring_submit(ring)
         guard rc >= 0 else { throw SystemError(call: "io_uring_enter", errno: -rc, context: "submit") }
         return Int(rc)
@@ -59,6 +71,7 @@ public final class IOUring: @unchecked Sendable {
 
     /// Submits what is queued and sleeps until a completion is ready or `timeout` seconds pass.
     public func submitAndWait(timeout: Double) throws(SystemError) {
+        try injectedSubmitFailure("submit and wait")
         let rc = CIOUring_submitAndWait(ring, Int64(timeout * 1e9))
         guard rc >= 0 else { throw SystemError(call: "io_uring_enter", errno: -rc, context: "submit and wait") }
     }

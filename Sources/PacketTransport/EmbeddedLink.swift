@@ -20,7 +20,15 @@ public final class EmbeddedLink: FrameLink, @unchecked Sendable {
         self.mtu = mtu
     }
 
-    public func currentMTU() -> Int { lock.withLock { mtu } }
+    /// How often the MTU was asked for: on a real socket each ask is a socket, an ioctl and a close.
+    public private(set) var mtuQueries = 0
+
+    public func currentMTU() -> Int {
+        lock.withLock {
+            mtuQueries += 1
+            return mtu
+        }
+    }
 
     public func inject(_ frame: [UInt8]) { inject(batch: [frame]) }
 

@@ -120,14 +120,17 @@ struct AoETargetCommand: ParsableCommand {
     @Option(help: "Write every frame received and sent to this pcap file (open it with tshark or wireshark).")
     var pcap: String?
 
+    @Option(name: .customLong("pcap-limit"), help: "With --pcap: rotate the capture when it reaches SIZE (e.g. 100M): the full file becomes FILE.1, replacing the previous one, so at most twice SIZE is kept. Default: unbounded.")
+    var pcapLimit: String?
+
     @Flag(help: "Log every request (rate-limited) and debug details.")
     var verbose = false
 
-    /// The options that describe one export; with --config they belong in the file.
+    /// Options that belong in the config file when there is one.
     var exportOptionsGiven: Bool {
         buffers != 64 || readOnly || direct || sync || macMask != nil || offset != 0 || length != nil || !configString.isEmpty
             || model != "Swift AoE target" || serial != nil || ioEngine != .automatic || workers != 16 || passthrough
-            || allowATA != nil || allowAllATA
+            || allowATA != nil || allowAllATA || pcap != nil || pcapLimit != nil || stateDirectory != nil
     }
 
     func validate() throws {
@@ -135,7 +138,7 @@ struct AoETargetCommand: ParsableCommand {
         if config != nil || checkConfig != nil {
             guard !positionals.contains(true) else { throw ValidationError("give either --config FILE or SHELF SLOT NETIF FILE, not both") }
             guard config == nil || checkConfig == nil else { throw ValidationError("--config and --check-config: give one") }
-            guard !exportOptionsGiven else { throw ValidationError("with --config, export options (-b, -r, -s, ...) go in the file, one key each") }
+            guard !exportOptionsGiven else { throw ValidationError("with --config, every option but --verbose goes in the file, one key each (see deploy/aoe-target.toml)") }
             return
         }
         guard !positionals.contains(false) else { throw ValidationError("give SHELF SLOT NETIF FILE (or --config FILE)") }
@@ -220,6 +223,13 @@ struct AoETargetCommand: ParsableCommand {
         } else {
             spec = ServerSpec(exports: [try commandLineExport()], stateDirectory: stateDirectory)
             spec.pcap = pcap
+            if let pcapLimit {
+                guard pcap != nil else { throw fail("--pcap-limit needs --pcap FILE") }
+                guard let bytes = DeviceOpener.parseSize(pcapLimit), bytes >= 16 << 10, bytes <= Int.max else {
+                    throw fail("--pcap-limit \(pcapLimit): give a size of at least 16K, e.g. 100M")
+                }
+                spec.pcapLimit = Int(bytes)
+            }
         }
         if verbose { spec.logLevel = .debug }
         let log = TargetLog.standardError(minimum: spec.logLevel)

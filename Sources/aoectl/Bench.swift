@@ -32,6 +32,7 @@ struct Bench: ParsableCommand {
         try reporting {
             guard let mode = BenchOptions.Mode(rawValue: rw) else { throw CLIError("--rw must be one of randread, randwrite, read, write, randrw") }
             guard let bytes = parseByteSize(bs), bytes > 0, bytes % 512 == 0 else { throw CLIError("--bs must be a multiple of 512 (e.g. 4k)") }
+            guard bytes <= 64 << 20 else { throw CLIError("--bs \(bs) is larger than the 64 MiB an I/O may be") }
             guard qd >= 1 && qd <= 4096 else { throw CLIError("--qd must be 1-4096") }
             guard (0...100).contains(mix) else { throw CLIError("--mix must be 0-100") }
             let (client, info) = try connection.connect(target)

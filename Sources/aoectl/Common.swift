@@ -20,8 +20,10 @@ struct Number<T: FixedWidthInteger & Sendable>: ExpressibleByArgument, Sendable 
 func parseByteSize(_ text: String) -> Int? {
     let units: [Character: Int] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
     guard let last = text.lowercased().last else { return nil }
-    if let unit = units[last] { return Int(text.dropLast()).map { $0 * unit } }
-    return Int(text)
+    guard let unit = units[last] else { return Int(text) }
+    guard let value = Int(text.dropLast()) else { return nil }
+    let (bytes, overflow) = value.multipliedReportingOverflow(by: unit)
+    return overflow ? nil : bytes
 }
 
 extension ShelfSlot: ExpressibleByArgument {

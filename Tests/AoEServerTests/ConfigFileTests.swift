@@ -20,6 +20,7 @@ final class ConfigFileTests: XCTestCase {
             state_dir = "/srv/aoe-state"
             log_level = "debug"
             pcap = "/tmp/all.pcap"
+            pcap_limit = "100M"
 
             [[export]]
             shelf = 7
@@ -51,6 +52,7 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(spec.stateDirectory, "/srv/aoe-state")
         XCTAssertEqual(spec.logLevel, .debug)
         XCTAssertEqual(spec.pcap, "/tmp/all.pcap")
+        XCTAssertEqual(spec.pcapLimit, 100 << 20)
         XCTAssertEqual(spec.exports.count, 2)
         let a = spec.exports[0]
         XCTAssertEqual(a.address, ShelfSlot(shelf: 7, slot: 3))
@@ -66,8 +68,8 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(a.lengthSectors, 4096)
         XCTAssertEqual(a.ioEngine, .threads)
         XCTAssertEqual(a.workers, 4)
-        XCTAssertEqual(a.origin.description, "aoe.toml:5")
-        XCTAssertEqual(a.location(of: "workers").description, "aoe.toml:21")
+        XCTAssertEqual(a.origin.description, "aoe.toml:6")
+        XCTAssertEqual(a.location(of: "workers").description, "aoe.toml:22")
         let b = spec.exports[1]
         XCTAssertTrue(b.passthrough)
         XCTAssertEqual(b.allowATA, [0x2F, 0x92])
@@ -97,7 +99,7 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(error(base + "syncc = true\n"),
                        "aoe.toml:6: 'syncc': unknown key in [[export]] (known: \(ConfigFile.exportKeys.joined(separator: ", ")))")
         XCTAssertEqual(error("statedir = \"/x\"\n" + base),
-                       "aoe.toml:1: 'statedir': unknown key (known at the top level: state_dir, log_level, pcap, export)")
+                       "aoe.toml:1: 'statedir': unknown key (known at the top level: state_dir, log_level, pcap, pcap_limit, export)")
     }
 
     func testWrongTypesNameTheKeyAndBothTypes() {
@@ -123,6 +125,7 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(error(base + "config_string = \"\(String(repeating: "x", count: 1025))\"\n"), "aoe.toml:6: 'config_string': is 1025 bytes; at most 1024")
         XCTAssertEqual(error("log_level = \"loud\"\n" + base), "aoe.toml:1: 'log_level': must be debug, info, warning or error, not 'loud'")
         XCTAssertEqual(error("state_dir = \"state\"\n" + base), "aoe.toml:1: 'state_dir': must be an absolute path, not 'state'")
+        XCTAssertEqual(error("pcap_limit = \"1K\"\n" + base), "aoe.toml:1: 'pcap_limit': must be a size of at least 16K, e.g. \"100M\", not '1K'")
         XCTAssertEqual(error(base.replacingOccurrences(of: "[\"eth1\"]", with: "[]")), "aoe.toml:4: 'interfaces': must name at least one interface")
     }
 

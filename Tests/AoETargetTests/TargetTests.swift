@@ -319,6 +319,51 @@ final class TargetTests: XCTestCase {
         XCTAssertEqual(replies.map { header($0).tag.rawValue }, [9, 9])
     }
 
+    func testFramesFromAGroupAddressAreDroppedNotAnswered() throws {
+        start(device: MemoryDevice(sectors: 100))
+        // A broadcast IDENTIFY (answered even while reserved) from a multicast or broadcast "source" would
+        // make every host on the segment receive a 548-byte reply.
+        for source in [MACAddress("01:00:5e:00:00:01")!, MACAddress.broadcast] {
+            link.inject(ata(.identifyDevice, tag: 1, from: source))
+        }
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.3).count, 0)
+        XCTAssertEqual(target.statistics[.droppedBadSource], 2)
+        // The same request from a unicast source is answered.
+        XCTAssertNotNil(exchange(ata(.identifyDevice, tag: 2)))
+    }
+
+    func testIdentifyPageFollowsTheWriteCacheSetting() throws {
+        start(device: MemoryDevice(sectors: 100))
+        func word85(_ reply: [UInt8]) -> UInt16 { UInt16(reply[36 + 170]) | UInt16(reply[36 + 171]) << 8 }
+        let on = try XCTUnwrap(exchange(ata(.identifyDevice, tag: 1)))
+        XCTAssertEqual(word85(on) & 0x20, 0x20, "word 85 bit 5: write cache enabled")
+        XCTAssertNotNil(exchange(ata(.setFeatures, tag: 2, feature: 0x82)))
+        let off = try XCTUnwrap(exchange(ata(.identifyDevice, tag: 3)))
+        XCTAssertEqual(word85(off) & 0x20, 0)
+        XCTAssertEqual(Array(on[36...]).count, Array(off[36...]).count)
+    }
+
+    func testQueryConfigFloodDoesNotReadTheMTUPerFrame() throws {
+        start(device: MemoryDevice(sectors: 100))
+        let before = link.mtuQueries
+        for tag in 0..<200 {
+            link.inject(frame(command: .queryConfig, tag: UInt32(tag), arg: [UInt8](repeating: 0, count: 8)))
+        }
+        XCTAssertEqual(link.waitForSent(200, timeoutSeconds: 5).count, 200)
+        // The run loop re-reads it once a second; 200 frames in well under that must not add 200 reads.
+        XCTAssertLessThanOrEqual(link.mtuQueries - before, 3)
+    }
+
+    func testProtocolStateChangesLogThroughTheRateLimiter() throws {
+        start(device: MemoryDevice(sectors: 100))
+        for tag in 0..<40 {
+            _ = exchange(ata(.setFeatures, tag: UInt32(tag), feature: tag % 2 == 0 ? 0x82 : 0x02))
+        }
+        let lines = logLines.all.filter { $0.contains("write cache") }
+        XCTAssertLessThanOrEqual(lines.count, 12, "40 SET FEATURES in a second log at most the per-second allowance")
+        XCTAssertGreaterThan(lines.count, 0)
+    }
+
     func testConfigStringCommands() throws {
         start(device: MemoryDevice(sectors: 100))
         func config(_ command: ConfigCommand, _ text: String, tag: UInt32) -> [UInt8] {
@@ -457,6 +502,25 @@ final class TargetTests: XCTestCase {
 
     func testDeviceFailureAnswersABRTThroughIOUring() throws { try deviceFailureAnswersABRT(engine: .ioUring) }
     func testDeviceFailureAnswersABRTOnThreads() throws { try deviceFailureAnswersABRT(engine: .threads) }
+
+    func testIOUringSubmitRefusedForAMomentIsRetriedAndEveryRequestAnswered() throws {
+        let path = try diskImage(sectors: 64)
+        defer { unlink(path) }
+        start(device: try ImageDevice(path: path, options: .init())) { $0.ioEngine = .ioUring }
+        XCTAssertTrue(target.usesIOUring)
+        IOUring.failNextSubmits.store(3, ordering: .relaxed)
+        defer { IOUring.failNextSubmits.store(0, ordering: .relaxed) }
+        for i in 0..<4 {
+            let data = [UInt8](repeating: UInt8(0x30 + i), count: 512)
+            let write = try XCTUnwrap(exchange(ata(.writeSectorsExt, tag: UInt32(10 + i), lba: UInt64(i), data: data)), "write \(i) unanswered")
+            XCTAssertEqual(ataReply(write).cmdStatus, 0x40)
+            let read = try XCTUnwrap(exchange(ata(.readSectorsExt, tag: UInt32(20 + i), lba: UInt64(i))), "read \(i) unanswered")
+            XCTAssertEqual(Array(read[36..<548]), data)
+        }
+        XCTAssertEqual(IOUring.failNextSubmits.load(ordering: .relaxed), 0, "every injected refusal was hit")
+        XCTAssertEqual(target.statistics[.ringSubmitRetries], 3)
+        XCTAssertTrue(logLines.all.contains { $0.contains("stay queued and are submitted again") }, "\(logLines.all)")
+    }
 
     private func deviceFailureAnswersABRT(engine: IOEngine) throws {
         let path = try diskImage(sectors: 16)
