@@ -119,9 +119,9 @@ extension ExportSpec {
         if mask.count > ExportAccess.maskCapacity { return ("mac_mask", "has \(mask.count) entries; at most \(ExportAccess.maskCapacity)") }
         if path.isEmpty { return ("path", "is empty") }
         if passthrough && (direct || sync || offsetSectors != 0 || lengthSectors != nil || path.hasPrefix("null:")) {
-            return ("passthrough", "serves a whole drive as it is: direct, sync, offset, length and null: do not apply")
+            return ("passthrough", "serves a whole drive as it is: direct, sync, offset, length and a null: device do not apply")
         }
-        if !passthrough && (!allowATA.isEmpty || allowAllATA) { return (allowAllATA ? "allow_all_ata" : "allow_ata", "needs passthrough = true") }
+        if !passthrough && (!allowATA.isEmpty || allowAllATA) { return (allowAllATA ? "allow_all_ata" : "allow_ata", "needs pass-through") }
         return nil
     }
 }

@@ -2,7 +2,6 @@ import ArgumentParser
 import Glibc
 import AoEWire
 import AoEServer
-import Foundation
 import ATACore
 import AoETarget
 import BlockDevices
@@ -155,8 +154,6 @@ struct AoETargetCommand: ParsableCommand {
                      "serial": "serial", "length": "length", "mac_mask": "--mac-mask",
                      "passthrough": "--passthrough", "allow_ata": "--allow-ata", "allow_all_ata": "--allow-all-ata"]
         return "\(flags[problem.key] ?? problem.key) \(problem.message)"
-            .replacingOccurrences(of: "passthrough = true", with: "--passthrough")
-            .replacingOccurrences(of: "direct, sync, offset, length and null:", with: "--direct, --sync, --offset, --length and null:")
     }
 
     func parseOpcodes(_ list: String) throws -> Set<UInt8> {

@@ -131,8 +131,8 @@ final class ConfigFileTests: XCTestCase {
 
     func testPassThroughCombinations() {
         XCTAssertEqual(error(base + "passthrough = true\nsync = true\n"),
-                       "aoe.toml:6: 'passthrough': serves a whole drive as it is: direct, sync, offset, length and null: do not apply")
-        XCTAssertEqual(error(base + "allow_ata = [0x92]\n"), "aoe.toml:6: 'allow_ata': needs passthrough = true")
+                       "aoe.toml:6: 'passthrough': serves a whole drive as it is: direct, sync, offset, length and a null: device do not apply")
+        XCTAssertEqual(error(base + "allow_ata = [0x92]\n"), "aoe.toml:6: 'allow_ata': needs pass-through")
     }
 
     func testMissingRequiredKeyNamesTheTable() {

@@ -20,6 +20,12 @@ expect_error "buffer count out of range" "buffer count 1" -b 1 0 1 t0 "$WORK/sma
 expect_error "image smaller than the window" "image too small" -o 1000 -l 2000 0 1 t0 "$WORK/small.img"
 expect_error "bad MAC in mask" "not a MAC address" -m 00:11:22 0 1 t0 "$WORK/small.img"
 expect_error "character device refused" "not a regular file or block device" 0 1 t0 /dev/null
+many=$(for i in $(seq 0 299); do printf '02:00:00:00:%02x:%02x,' $((i / 256)) $((i % 256)); done)
+expect_error "a mask list longer than the protocol's list" "has 300 entries; at most 128" -m "${many%,}" 0 1 t0 "$WORK/small.img"
+expect_error "null device too large for 64 bits" "give the null device a size" 0 1 t0 null:20000000T
+expect_error "--pcap-limit without --pcap" "needs --pcap" --pcap-limit 1M 0 1 t0 "$WORK/small.img"
+expect_error "--config with export options" "goes in the file" --config "$WORK/small.img" -s
+expect_error "positionals and --config together" "not both" --config "$WORK/x.toml" 0 1 t0 "$WORK/small.img"
 : >"$WORK/empty.img"
 expect_error "zero-length image" "image is empty" 0 1 t0 "$WORK/empty.img"
 if command -v setpriv >/dev/null; then
