@@ -62,6 +62,9 @@ final class DeviceIOQueue: @unchecked Sendable {
     /// Per commit in flight (by index): the group heads it covers; empty when that commit is free.
     var commitCovered: [[Int]]
     static let maxCommits = 4
+    /// Test hook: while set, no commit (fdatasync) is queued, so a test can watch that durable writes stay
+    /// unanswered until the fdatasync that covers them has completed.
+    public static let holdCommits = Atomic<Bool>(false)
     var finished: [Int] = []
     var replies: [Frame]
     let reapCapacity = 64
@@ -166,6 +169,7 @@ extension Target {
             // Stopping: answer what is in flight, take nothing new.
             let received = stopping ? 0 : serveBatch(&scratch, wait: false)
             let events = reapCompletions(q)
+            startCommit(q)
             if received == 0 && events == 0 {
                 if !q.pollArmed && !stopping {
                     queue(q) { $0.preparePollIn(fd: link.readinessDescriptor, userData: DeviceIOQueue.userData(.poll, 0)) }
@@ -324,10 +328,7 @@ extension Target {
                 preconditionFailure("unknown io_uring user data \(data)")
             }
         }
-        if !q.commitWaiting.isEmpty, let free = q.commitCovered.firstIndex(where: \.isEmpty) {
-            swap(&q.commitWaiting, &q.commitCovered[free])
-            queue(q) { $0.prepareDatasync(fd: q.device.fileDescriptor, userData: DeviceIOQueue.userData(.commit, free)) }
-        }
+        startCommit(q)
         let count = q.finished.count
         if count == 0 { return reaped }
         var readied = false
@@ -347,6 +348,15 @@ extension Target {
         sendBatch(q.replies, count: count)
         lock.withLock { freeSlots.append(contentsOf: q.finished) }
         return reaped
+    }
+
+    /// Queues an fdatasync for the durable writes waiting for one, when a commit slot is free. Called after each
+    /// reap and on every pass of the loop (a held commit starts once it is let go).
+    func startCommit(_ q: DeviceIOQueue) {
+        guard !q.commitWaiting.isEmpty, !DeviceIOQueue.holdCommits.load(ordering: .relaxed),
+              let free = q.commitCovered.firstIndex(where: \.isEmpty) else { return }
+        swap(&q.commitWaiting, &q.commitCovered[free])
+        queue(q) { $0.prepareDatasync(fd: q.device.fileDescriptor, userData: DeviceIOQueue.userData(.commit, free)) }
     }
 
     /// A readv/writev of one group completed: short transfers are finished synchronously, durable writes wait

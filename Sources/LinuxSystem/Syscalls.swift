@@ -142,6 +142,19 @@ public enum Syscall {
         }
     }
 
+    /// mmap(2) of anonymous private memory: zero-filled pages that the kernel allocates on first touch, so a
+    /// large pool costs memory only for the slots that are used. Traps when the kernel has no address space.
+    public static func mapAnonymous(bytes: Int) -> UnsafeMutableRawPointer {
+        let p = Glibc.mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        precondition(p != MAP_FAILED && p != nil, "mmap of \(bytes) bytes failed: \(String(cString: strerror(errno)))")
+        return p!
+    }
+
+    /// munmap(2) of what `mapAnonymous` returned.
+    public static func unmap(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
+        _ = Glibc.munmap(pointer, bytes)
+    }
+
     /// fsync(2): the file's data and metadata (or a directory's entries) reach stable storage.
     public static func fsync(_ fd: Int32, context: String) throws(SystemError) {
         _ = try retrying("fsync", context) { Glibc.fsync(fd) }

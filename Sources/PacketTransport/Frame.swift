@@ -1,4 +1,5 @@
 import AoEWire
+import LinuxSystem
 
 /// One frame's bytes in a `FramePool` slot. `length` is what was received or what is to be sent.
 public struct Frame: @unchecked Sendable {
@@ -49,11 +50,11 @@ public final class FramePool: @unchecked Sendable {
         slotCount = slots
         self.startInPage = startInPage
         stride = Self.pageSize * ((startInPage + frameCapacity + Self.pageSize - 1) / Self.pageSize)
-        memory = UnsafeMutableRawPointer.allocate(byteCount: stride * slots, alignment: Self.pageSize)
-        memory.initializeMemory(as: UInt8.self, repeating: 0, count: stride * slots)
+        // Zero pages on first touch: with a large Buffer Count, only the slots in use take memory.
+        memory = Syscall.mapAnonymous(bytes: stride * slots)
     }
 
-    deinit { memory.deallocate() }
+    deinit { Syscall.unmap(memory, bytes: stride * slotCount) }
 
     public func frame(_ index: Int) -> Frame {
         precondition(index >= 0 && index < slotCount)

@@ -576,6 +576,36 @@ final class TargetTests: XCTestCase {
         XCTAssertEqual(target.statistics[.mergedRequests], 6, "each I/O's three frames became one device read")
     }
 
+    /// The order of events, not a counter: on the default engine a durable write's reply never leaves before
+    /// the fdatasync that covers it has completed. The test holds every commit back and watches.
+    func testIOUringDurableWriteReplyWaitsForItsFdatasyncToComplete() throws {
+        let path = try diskImage(sectors: 64)
+        defer { unlink(path) }
+        start(device: try ImageDevice(path: path, options: .init())) { $0.durableWrites = true }
+        XCTAssertTrue(target.usesIOUring, "io_uring refused: \(logLines.all)")
+        DeviceIOQueue.holdCommits.store(true, ordering: .relaxed)
+        defer { DeviceIOQueue.holdCommits.store(false, ordering: .relaxed) }
+        let before = Syscall.fdatasyncCalls.load(ordering: .relaxed)
+        link.inject(batch: (0..<4).map { i in ata(.writeSectorsExt, tag: UInt32(i), lba: UInt64(10 + i), data: [UInt8](repeating: 0xC0 | UInt8(i), count: 512)) })
+        // The writes themselves complete (the data reaches the file) ...
+        let deadline = monotonicSeconds() + 2
+        var landed = false
+        while !landed && monotonicSeconds() < deadline {
+            let image = try Data(contentsOf: URL(fileURLWithPath: path))
+            landed = (0..<4).allSatisfy { image[(10 + $0) * 512] == 0xC0 | UInt8($0) }
+            if !landed { usleepSeconds(0.01) }
+        }
+        XCTAssertTrue(landed, "the writes never reached the file")
+        // ... but with their fdatasync held back, not one reply may leave.
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.5).count, 0, "a durable write was acknowledged before its fdatasync")
+        XCTAssertEqual(Syscall.fdatasyncCalls.load(ordering: .relaxed), before, "no fdatasync was even queued")
+        DeviceIOQueue.holdCommits.store(false, ordering: .relaxed)
+        let replies = link.waitForSent(4, timeoutSeconds: 2)
+        XCTAssertEqual(replies.count, 4)
+        XCTAssertTrue(replies.allSatisfy { ataReply($0).cmdStatus == 0x40 })
+        XCTAssertEqual(Syscall.fdatasyncCalls.load(ordering: .relaxed) - before, 1, "one fdatasync covered all four")
+    }
+
     func testIOUringDurableWritesShareFdatasyncsAndFlushReachesTheDisk() throws {
         let path = try diskImage(sectors: 64)
         defer { unlink(path) }
