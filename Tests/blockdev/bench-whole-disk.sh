@@ -50,15 +50,12 @@ trap 'echo terminated >&2; exit 143' TERM HUP
 [ "$(id -u)" = 0 ] || skip "must run as root (reads /boot/vmlinuz-*, packs kernel modules)"
 # shellcheck source=../lib/need.sh
 . "$BB_DIR/../lib/need.sh"
+# shellcheck source=../lib/guest-image.sh
+. "$BB_DIR/../lib/guest-image.sh"
 need_tool "$QEMU" cpio busybox jq ldd flock timeout fio pgrep truncate
 ldd "$(command -v busybox)" 2>&1 | grep -qE 'not a dynamic executable|statically linked' ||
     skip "busybox is not statically linked (apt-get install busybox-static)"
-if [ -n "${KVER:-}" ]; then kver=$KVER; else
-    kver=""
-    for v in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V); do
-        [ -f "/lib/modules/$v/modules.dep" ] && kver=$v
-    done
-fi
+kver=$(guest_kernel_version)
 [ -n "$kver" ] || skip "no /boot/vmlinuz-* with /lib/modules/*/modules.dep"
 KERNEL=/boot/vmlinuz-$kver
 MODDIR=/lib/modules/$kver
@@ -76,8 +73,6 @@ log "binaries: $AOE_TARGET, $AOECTL; kernel $kver; ${DURATION}s per run"
 WORK=$(mktemp -d /tmp/blockdev-bench-XXXXXX) || die "mktemp failed"
 TAG="@@AOEBB-$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')@@"
 
-# shellcheck source=../lib/guest-image.sh
-. "$BB_DIR/../lib/guest-image.sh"
 
 root=$WORK/root
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,etc,lib/modules,test}

@@ -94,19 +94,14 @@ trap 'echo terminated >&2; exit 143' TERM HUP
 [ "$(id -u)" = 0 ] || skip "must run as root (reads /boot/vmlinuz-*, packs kernel modules)"
 # shellcheck source=../lib/need.sh
 . "$BD_DIR/../lib/need.sh"
+# shellcheck source=../lib/guest-image.sh
+. "$BD_DIR/../lib/guest-image.sh"
 need_tool "$QEMU" cpio busybox jq ldd flock timeout cmp dd od grep awk truncate mke2fs sg_raw pgrep
 ldd "$(command -v busybox)" 2>&1 | grep -qE 'not a dynamic executable|statically linked' ||
     skip "busybox is not statically linked (apt-get install busybox-static)"
 case "$DURATION" in ''|*[!0-9]*) die "BD_DURATION must be whole seconds, not '$DURATION'" ;; esac
 
-if [ -n "${KVER:-}" ]; then
-    kver=$KVER
-else
-    kver=""
-    for v in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V); do
-        [ -f "/lib/modules/$v/modules.dep" ] && kver=$v
-    done
-fi
+kver=$(guest_kernel_version)
 [ -n "$kver" ] || skip "no /boot/vmlinuz-* with /lib/modules/*/modules.dep (apt-get install linux-image-amd64)"
 KERNEL=/boot/vmlinuz-$kver
 MODDIR=/lib/modules/$kver
@@ -140,8 +135,6 @@ log "kernel $kver, bench ${DURATION}s x 5, seed $SEED, drive reads throttled to 
 
 # ---------------------------------------------------------------- initramfs
 
-# shellcheck source=../lib/guest-image.sh
-. "$BD_DIR/../lib/guest-image.sh"
 
 build_initramfs() {
     local root=$WORK/root a m
@@ -191,7 +184,7 @@ EOF
 # ---------------------------------------------------------------- disk image and pattern
 
 # sector TEXT: 512 bytes, TEXT then random bytes
-sector() { { printf '%s' "$1"; head -c $((512 - ${#1})) /dev/urandom; } | head -c 512; }
+sector() { guest_sector "$1"; }
 
 make_pattern() {
     local i
@@ -213,18 +206,7 @@ make_image() {
 
 # ---------------------------------------------------------------- QEMU
 
-# One QEMU at a time on this 2-core machine: the interop tests' lock, and wait for any other QEMU.
-qemu_lock() {
-    exec 9>/tmp/interop-qemu.lock
-    flock -w 900 9 || die "QEMU lock /tmp/interop-qemu.lock busy for 900 s"
-    local waited=0
-    while pgrep -x 'qemu-system-x86_64|qemu-system-i386' >/dev/null 2>&1; do
-        [ $waited = 0 ] && log "waiting for another QEMU on this machine to finish"
-        waited=$((waited + 5))
-        [ $waited -ge 900 ] && die "another QEMU kept running for ${waited}s"
-        sleep 5
-    done
-}
+qemu_lock() { guest_qemu_lock || die "QEMU lock: see the line above"; }
 
 run_guest() {
     local img=$1 serial=$2 trace=$3 initrd=$4 tpid rc

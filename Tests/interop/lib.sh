@@ -265,15 +265,7 @@ it_target_alive() { [ -n "$IT_TARGET_PID" ] && kill -0 "$IT_TARGET_PID" 2>/dev/n
 
 # Guest kernel: KVER env, else the newest /boot/vmlinuz-* that has a modules.dep.
 it_pick_kernel() {
-    local v
-    if [ -n "${KVER:-}" ]; then
-        IT_KVER=$KVER
-    else
-        IT_KVER=""
-        for v in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V); do
-            [ -f "/lib/modules/$v/modules.dep" ] && IT_KVER=$v
-        done
-    fi
+    IT_KVER=$(guest_kernel_version)
     [ -n "$IT_KVER" ] || it_skip "no /boot/vmlinuz-* with /lib/modules/*/modules.dep (apt-get install linux-image-amd64)"
     IT_KERNEL=/boot/vmlinuz-$IT_KVER
     IT_MODDIR=/lib/modules/$IT_KVER
@@ -385,21 +377,8 @@ EOF
 
 # ---------------------------------------------------------------- QEMU
 
-# One QEMU at a time on this machine: serialize through a lock file.
-it_qemu_lock() {
-    exec 9>/tmp/interop-qemu.lock
-    if ! flock -w "${IT_LOCK_WAIT:-900}" 9; then
-        it_die "another interop QEMU held /tmp/interop-qemu.lock for too long"
-    fi
-    # Also wait (read-only look) for QEMUs started by anything else on this 2-core machine.
-    local waited=0
-    while pgrep -x 'qemu-system-x86_64|qemu-system-i386' >/dev/null 2>&1; do
-        [ $waited = 0 ] && it_log "waiting for another QEMU on this machine to finish"
-        waited=$((waited + 5))
-        [ $waited -ge "${IT_LOCK_WAIT:-900}" ] && it_die "another QEMU kept running for ${waited}s"
-        sleep 5
-    done
-}
+# One QEMU at a time on this machine (see guest_qemu_lock).
+it_qemu_lock() { guest_qemu_lock || it_die "QEMU lock: see the line above"; }
 
 # it_qemu_run TIMEOUT SERIAL_LOG TAG QEMU_ARGS...
 # Runs QEMU (TCG, no display, serial to SERIAL_LOG) inside the namespace, killed after TIMEOUT s.

@@ -42,3 +42,31 @@ guest_copy_with_libs() {
 
 # guest_cpio_dir DIR OUT: a newc cpio archive of DIR's contents, in a stable order.
 guest_cpio_dir() { (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet) >"$2"; }
+
+# guest_kernel_version: $KVER, else the newest /boot/vmlinuz-* that has a modules.dep; nothing if none.
+guest_kernel_version() {
+    local v found=""
+    if [ -n "${KVER:-}" ]; then echo "$KVER"; return; fi
+    for v in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V); do
+        [ -f "/lib/modules/$v/modules.dep" ] && found=$v
+    done
+    [ -n "$found" ] && echo "$found"
+}
+
+# guest_qemu_lock: one QEMU at a time on this 2-core machine. Takes /tmp/interop-qemu.lock on fd 9 (release
+# with `flock -u 9`), then waits for QEMUs that anything else started. Returns 1, saying why, after
+# ${IT_LOCK_WAIT:-900} s.
+guest_qemu_lock() {
+    local limit=${IT_LOCK_WAIT:-900} waited=0
+    exec 9>/tmp/interop-qemu.lock
+    flock -w "$limit" 9 || { echo "QEMU lock /tmp/interop-qemu.lock busy for $limit s" >&2; return 1; }
+    while pgrep -x 'qemu-system-x86_64|qemu-system-i386' >/dev/null 2>&1; do
+        [ $waited = 0 ] && echo "waiting for another QEMU on this machine to finish" >&2
+        waited=$((waited + 5))
+        [ $waited -ge "$limit" ] && { echo "another QEMU kept running for ${waited}s" >&2; return 1; }
+        sleep 5
+    done
+}
+
+# guest_sector TEXT: 512 bytes, TEXT then random bytes (a sector that says what it is).
+guest_sector() { { printf '%s' "$1"; head -c $((512 - ${#1})) /dev/urandom; } | head -c 512; }

@@ -79,6 +79,8 @@ for b in $BUSES; do case "$b" in ahci|piix) ;; *) die "PT_BUSES: unknown bus '$b
 [ "$(id -u)" = 0 ] || skip "must run as root (reads /boot/vmlinuz-*, packs kernel modules)"
 # shellcheck source=../lib/need.sh
 . "$PT_DIR/../lib/need.sh"
+# shellcheck source=../lib/guest-image.sh
+. "$PT_DIR/../lib/guest-image.sh"
 need_tool "$QEMU" cpio busybox jq ldd flock timeout cmp dd od grep awk truncate sha256sum
 ldd "$(command -v busybox)" 2>&1 | grep -qE 'not a dynamic executable|statically linked' ||
     skip "busybox is not statically linked (apt-get install busybox-static)"
@@ -88,14 +90,7 @@ REF_TOOLS="sg_raw sg_sat_identify"
 need_tool sg_raw sg_sat_identify
 [ "$MODE" = reference ] && need_tool hdparm smartctl vblade
 
-if [ -n "${KVER:-}" ]; then
-    kver=$KVER
-else
-    kver=""
-    for v in $(ls /boot/vmlinuz-* 2>/dev/null | sed 's|/boot/vmlinuz-||' | sort -V); do
-        [ -f "/lib/modules/$v/modules.dep" ] && kver=$v
-    done
-fi
+kver=$(guest_kernel_version)
 [ -n "$kver" ] || skip "no /boot/vmlinuz-* with /lib/modules/*/modules.dep (apt-get install linux-image-amd64)"
 KERNEL=/boot/vmlinuz-$kver
 MODDIR=/lib/modules/$kver
@@ -128,8 +123,6 @@ log "mode $MODE, buses: $BUSES, kernel $kver, work $WORK"
 
 # ---------------------------------------------------------------- initramfs
 
-# shellcheck source=../lib/guest-image.sh
-. "$(dirname "${BASH_SOURCE[0]}")/../lib/guest-image.sh"
 mod_resolve() { guest_mod_resolve "$MODDIR" "$@"; }
 copy_with_libs() { guest_copy_with_libs "$@"; }
 cpio_dir() { guest_cpio_dir "$@"; }
@@ -190,7 +183,7 @@ EOF
 # ---------------------------------------------------------------- disk image and pattern
 
 # sector TEXT: 512 bytes, TEXT then random bytes
-sector() { { printf '%s' "$1"; head -c $((512 - ${#1})) /dev/urandom; } | head -c 512; }
+sector() { guest_sector "$1"; }
 
 make_pattern() {
     local i
@@ -211,18 +204,7 @@ make_image() {
 
 # ---------------------------------------------------------------- QEMU
 
-# One QEMU at a time on this 2-core machine: the interop tests' lock, and wait for any other QEMU.
-qemu_lock() {
-    exec 9>/tmp/interop-qemu.lock
-    flock -w 900 9 || die "QEMU lock /tmp/interop-qemu.lock busy for 900 s"
-    local waited=0
-    while pgrep -x 'qemu-system-x86_64|qemu-system-i386' >/dev/null 2>&1; do
-        [ $waited = 0 ] && log "waiting for another QEMU on this machine to finish"
-        waited=$((waited + 5))
-        [ $waited -ge 900 ] && die "another QEMU kept running for ${waited}s"
-        sleep 5
-    done
-}
+qemu_lock() { guest_qemu_lock || die "QEMU lock: see the line above"; }
 
 run_guest() {
     local bus=$1 img=$2 serial=$3 trace=$4 initrd=$5 tpid rc dev
