@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "ATACoreTests", dependencies: ["ATACore", "AoEWire"]),
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),
         .testTarget(name: "AoETargetTests", dependencies: ["AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
-        .testTarget(name: "PacketTransportTests", dependencies: ["PacketTransport"]),
+        .testTarget(name: "PacketTransportTests", dependencies: ["PacketTransport", "AoEWire", "CLinuxShims"]),
         .testTarget(name: "AoEServerTests", dependencies: ["AoEServer", "AoETarget", "AoEWire"]),
         .testTarget(name: "AoEInitiatorTests", dependencies: ["AoEInitiator", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
     ],
