@@ -4,7 +4,10 @@
 /// read never sees half of a write. Pure bookkeeping; the caller holds the lock and runs what it is told.
 ///
 /// Cost per request: a read checks only the unfinished writes, a write every unfinished request; finishing is
-/// constant time unless something waits. Ids are small non-negative integers (frame slots).
+/// constant time unless something waits, and then looks again only at the waiting requests that overlapped
+/// the finished one. At most `waitingCapacity` requests wait (the caller refuses new ones while the list is
+/// full), so no peer can make finishing quadratic in the Buffer Count. Ids are small non-negative integers
+/// (frame slots).
 public struct RequestScheduler: Sendable {
     struct Entry: Sendable {
         var start: UInt64
@@ -28,6 +31,10 @@ public struct RequestScheduler: Sendable {
     public init() {}
 
     public var unfinishedCount: Int { unfinished.count }
+
+    /// Waiting requests beyond this are refused by the caller (dropped; the initiator resends).
+    public static let waitingCapacity = 64
+    public var waitingIsFull: Bool { waiting.count >= Self.waitingCapacity }
 
     private static func conflicts(_ a: Entry, _ b: Entry) -> Bool {
         (a.writes || b.writes) && a.start < b.end && b.start < a.end
@@ -63,6 +70,12 @@ public struct RequestScheduler: Sendable {
         var i = 0
         while i < waiting.count {
             let candidate = entries[waiting[i]]!
+            // Every waiting request has an earlier unfinished one in its way; if the finished request was not
+            // in its way, it still has one.
+            if !Self.conflicts(entry, candidate) {
+                i += 1
+                continue
+            }
             let blocked = (candidate.writes ? unfinished : writers).contains { other in
                 let e = entries[other]!
                 return e.sequence < candidate.sequence && Self.conflicts(e, candidate)

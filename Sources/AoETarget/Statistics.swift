@@ -7,7 +7,7 @@ public final class TargetStatistics: @unchecked Sendable {
     public enum Counter: Int, CaseIterable, Sendable {
         case framesReceived, framesSent
         case droppedTruncated, droppedNotForUs, droppedResponse, droppedOtherAddress, droppedMasked, droppedOverrun
-        case droppedConfigNoMatch, droppedBadSource
+        case droppedConfigNoMatch, droppedBadSource, droppedOrderingBacklog
         case aoeErrorsSent, ataErrors, ataOutOfRange, ataAborted
         case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
         case sendErrors, receiveErrors, mtuChanges, fdatasyncs
@@ -25,6 +25,7 @@ public final class TargetStatistics: @unchecked Sendable {
             case .droppedOverrun: "dropped_buffer_count_exceeded"
             case .droppedConfigNoMatch: "config_test_no_match"
             case .droppedBadSource: "dropped_group_source"
+            case .droppedOrderingBacklog: "dropped_ordering_backlog"
             case .aoeErrorsSent: "aoe_errors"
             case .ataErrors: "ata_errors"
             case .ataOutOfRange: "ata_idnf"

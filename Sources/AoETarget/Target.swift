@@ -562,6 +562,13 @@ public final class Target: @unchecked Sendable {
             statistics.add(.droppedOverrun)
             return .dropped
         }
+        // A backlog of requests waiting for overlapping earlier ones is bounded too: a peer that keeps sending
+        // overlapping writes gets drops, not quadratic work.
+        guard !scheduler.waitingIsFull else {
+            lock.unlock()
+            statistics.add(.droppedOrderingBacklog)
+            return .dropped
+        }
         inFlight += 1
         let durable = operation.writesMedia && !state.writeCacheEnabled
         pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)

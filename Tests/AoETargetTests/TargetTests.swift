@@ -709,6 +709,22 @@ final class RequestSchedulerTests: XCTestCase {
         }
     }
 
+    func testWaitingBacklogIsBoundedAndFinishingReleasesOnlyTheNextInLine() {
+        var s = RequestScheduler()
+        XCTAssertTrue(s.admit(id: 0, start: 0, count: 8, writes: true))
+        for id in 1...RequestScheduler.waitingCapacity {
+            XCTAssertFalse(s.waitingIsFull)
+            XCTAssertFalse(s.admit(id: id, start: 0, count: 8, writes: true), "overlapping write \(id) waits")
+        }
+        XCTAssertTrue(s.waitingIsFull, "the caller refuses more from here on")
+        // Disjoint traffic is not held back by the scheduler itself.
+        XCTAssertTrue(s.admit(id: 1000, start: 500, count: 8, writes: true))
+        XCTAssertEqual(s.finish(id: 0), [1], "only the earliest overlapping write may start")
+        XCTAssertFalse(s.waitingIsFull)
+        XCTAssertEqual(s.finish(id: 1000), [], "a disjoint finish releases nothing")
+        XCTAssertEqual(s.finish(id: 1), [2])
+    }
+
     func testReadsDoNotBlockReads() {
         var s = RequestScheduler()
         XCTAssertTrue(s.admit(id: 1, start: 0, count: 8, writes: false))
