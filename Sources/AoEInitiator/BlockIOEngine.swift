@@ -80,6 +80,9 @@ public final class BlockIOEngine {
 
     public var retransmits: Int { tags.retransmits }
     public var lateResponses: Int { tags.lateResponses }
+    /// The retransmit timeout now, and the round-trip estimate it comes from (seconds).
+    public var retransmitTimeout: Double { tags.retransmitTimeout }
+    public var smoothedRTT: Double { tags.smoothedRTT }
 
     public init(link: any FrameLink, target: TargetInfo, queueDepth: Int, maxAttempts: Int = 10, deadlineSeconds: Double = 15) {
         self.link = link
@@ -144,12 +147,19 @@ public final class BlockIOEngine {
             while activeCount < queueDepth, let io = source.nextIO(now: now) { start(io, at: startedAt) }
             if activeCount == 0 && source.isFinished { return }
             try sendParts(now: now)
-            let n: Int
-            do { n = try link.receive(rxFrames) } catch { throw .system(error) }
+            var n: Int
+            do {
+                n = try link.receiveWithoutWaiting(rxFrames)
+                // Nothing yet: sleep until a frame arrives or the next retransmit timer tick is due, on a precise
+                // timer (the socket's own receive timeout is rounded up to scheduler ticks).
+                if n == 0 && Syscall.waitReadable(link.readinessDescriptor, timeout: Self.tickInterval) {
+                    n = try link.receiveWithoutWaiting(rxFrames)
+                }
+            } catch { throw .system(error) }
             let receivedAt = monotonicNanoseconds()
             let after = Self.seconds(receivedAt)
             for i in 0..<n { handle(rxFrames[i], now: after, at: receivedAt, source: source) }
-            if after - lastTick >= 0.001 || n == 0 {
+            if after - lastTick >= Self.tickInterval || n == 0 {
                 lastTick = after
                 try tick(now: after, source: source)
             }
@@ -157,6 +167,9 @@ public final class BlockIOEngine {
     }
 
     private static func seconds(_ nanoseconds: UInt64) -> Double { Double(nanoseconds) / 1e9 }
+
+    /// How often the retransmit timers are looked at: well under the 2 ms floor of the timeout.
+    static let tickInterval = 0.0005
 
     private func start(_ io: BlockIO, at time: UInt64) {
         freeActiveCount -= 1

@@ -8,6 +8,7 @@
 #include <sys/file.h>
 #include <sys/vfs.h>
 #include <sys/eventfd.h>
+#include <poll.h>
 #include <linux/stat.h>
 #include <sys/syscall.h>
 #include <linux/fs.h>
@@ -111,6 +112,12 @@ int CLinuxShims_directIOAlignment(int fd, uint32_t *memory, uint32_t *offset) {
     *memory = known ? st.stx_dio_mem_align : 0;
     *offset = known ? st.stx_dio_offset_align : 0;
     return 0;
+}
+
+int CLinuxShims_pollReadable(int fd, long long timeoutNanoseconds) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    struct timespec t = { .tv_sec = timeoutNanoseconds / 1000000000LL, .tv_nsec = timeoutNanoseconds % 1000000000LL };
+    return ppoll(&p, 1, &t, NULL);
 }
 
 int CLinuxShims_logicalBlockSize(int fd, int *bytes) {

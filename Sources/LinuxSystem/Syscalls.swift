@@ -155,6 +155,20 @@ public enum Syscall {
         _ = Glibc.munmap(pointer, bytes)
     }
 
+    /// ppoll(2) for POLLIN on one descriptor, at most `timeout` seconds. Unlike a socket's SO_RCVTIMEO, which
+    /// the kernel rounds up to whole scheduler ticks (a 1 ms timeout sleeps 8 ms at HZ=250), ppoll sleeps on a
+    /// high-resolution timer: what a retransmit timer of a few milliseconds needs. Returns true when readable.
+    public static func waitReadable(_ fd: Int32, timeout: Double) -> Bool {
+        let nanoseconds = Int64(max(0, timeout) * 1e9)
+        while true {
+            let rc = CLinuxShims_pollReadable(fd, nanoseconds)
+            if rc >= 0 { return rc > 0 }
+            if errno == EINTR { continue }
+            checkBug("ppoll", errno)
+            return false
+        }
+    }
+
     /// fsync(2): the file's data and metadata (or a directory's entries) reach stable storage.
     public static func fsync(_ fd: Int32, context: String) throws(SystemError) {
         _ = try retrying("fsync", context) { Glibc.fsync(fd) }

@@ -84,6 +84,7 @@ struct Bench: ParsableCommand {
                 var object: [String: Any] = [
                     "target": "\(info.address)", "rw": rw, "bs": bytes, "qd": qd, "seconds": r.seconds, "ios": r.ios,
                     "iops": r.iops, "mbps": r.megabytesPerSecond, "latency_us": latency, "retransmits": engine.retransmits,
+                    "rto_ms": engine.retransmitTimeout * 1000, "srtt_ms": engine.smoothedRTT * 1000,
                     "late_responses": engine.lateResponses, "errors": r.errors, "verify_mismatches": r.verifyMismatches,
                     "verified_blocks": r.verifiedBlocks,
                 ]

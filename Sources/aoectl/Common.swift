@@ -48,7 +48,7 @@ struct ConnectionOptions: ParsableArguments {
     func open() throws -> AoEClient {
         guard Privileges.canOpenPacketSockets else { throw CLIError("raw packet sockets need root or CAP_NET_RAW (run as root)") }
         do {
-            return AoEClient(link: try PacketSocket(interface: interface, receiveTimeoutMilliseconds: 2, receiveBufferBytes: 4 << 20))
+            return AoEClient(link: try PacketSocket(interface: interface, receiveTimeoutMilliseconds: 1, receiveBufferBytes: 4 << 20))
         } catch {
             throw CLIError(error.description)
         }

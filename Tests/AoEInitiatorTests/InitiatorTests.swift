@@ -203,6 +203,31 @@ final class TagTableTests: XCTestCase {
         XCTAssertEqual(actions.count, 8)
     }
 
+    func testAStrayLossResendsWithoutShrinkingTheWindow() {
+        var table = TagTable(capacity: 16, maxWindow: 8, initialRTT: 0.0002)
+        var sent: [(slot: Int, tag: UInt32)] = []
+        while table.canSend { sent.append(table.send(now: 0)) }
+        // Seven of eight are answered at once; one frame was lost.
+        for s in sent.dropFirst() { _ = table.response(tag: s.tag, now: 0.0003) }
+        var actions: [TagTable.TimerAction] = []
+        table.tick(now: 0.0003 + table.retransmitTimeout, into: &actions)
+        XCTAssertEqual(actions, [.resend(slot: sent[0].slot, tag: { if case .resend(_, let t) = actions.first { t } else { 0 } }())])
+        XCTAssertEqual(table.window, 8, "one lost frame of eight is random loss, not congestion")
+    }
+
+    func testTimeoutFloorSuitsALanAndBurstsHalveOncePerRoundTrip() {
+        var table = TagTable(capacity: 64, maxWindow: 32, initialRTT: 0.0002)
+        XCTAssertEqual(table.minimumRTO, 0.001, "1 ms: a lost frame costs its I/O about that, not 200 ms")
+        for _ in 0..<32 { _ = table.send(now: 0) }
+        var actions: [TagTable.TimerAction] = []
+        table.tick(now: 0.01, into: &actions)
+        XCTAssertEqual(table.window, 16, "all 32 timed out at once: halve")
+        actions.removeAll()
+        table.tick(now: 0.01 + table.retransmitTimeout * 2.01, into: &actions)
+        XCTAssertFalse(actions.isEmpty, "the resends timed out again (backoff doubled the wait)")
+        XCTAssertEqual(table.window, 8, "a later burst, past one round trip, halves again")
+    }
+
     func testGivesUpAfterMaxAttempts() {
         var table = TagTable(capacity: 2, maxWindow: 2, initialRTT: 0.01, maxAttempts: 2, deadline: 100)
         let (slot, _) = table.send(now: 0)

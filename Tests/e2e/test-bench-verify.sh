@@ -32,5 +32,9 @@ in_ns nft add rule bridge lossy aoe_forward ether type 0x88a2 numgen random mod 
 aoectl bench -i i0 1.1 --rw randrw --qd 16 --bs 4k --count 3000 --region 0:32768 --verify --seed 9 --json >"$WORK/loss.json"
 dropped=$(in_ns nft list chain bridge lossy aoe_forward | grep -o 'packets [0-9]*' | awk '{print $2}')
 check "5 % loss: 0 mismatches, 0 errors, blocks verified" test "$(jq -c '[.verify_mismatches, .errors, (.verified_blocks > 0)]' "$WORK/loss.json")" = "[0,0,true]"
-check "5 % loss: retransmits reported ($(jq .retransmits "$WORK/loss.json") retransmits, $dropped frames dropped)" test "$(jq .retransmits "$WORK/loss.json")" -gt 0
+retx=$(jq .retransmits "$WORK/loss.json")
+check "5 % loss: retransmits reported and at most twice the frames dropped ($retx retransmits, $dropped frames dropped)" \
+    test "$retx" -gt 0 -a "$retx" -le $((2 * dropped))
+check "5 % loss: the retransmit timeout follows the LAN's round trip ($(jq .rto_ms "$WORK/loss.json") ms), not a 200 ms floor" \
+    jq -e '.rto_ms < 50' "$WORK/loss.json" >/dev/null
 finish

@@ -66,6 +66,10 @@ int CLinuxShims_eventCounter(void);
 /// older kernels).
 int CLinuxShims_directIOAlignment(int fd, uint32_t *memory, uint32_t *offset);
 
+/// ppoll(fd, POLLIN, timeout): ppoll is a GNU extension the Swift Glibc module does not export. Returns 1
+/// when readable, 0 on timeout, -1 with errno.
+int CLinuxShims_pollReadable(int fd, long long timeoutNanoseconds);
+
 /// ioctl(BLKSSZGET): a block device's logical sector size, the unit O_DIRECT transfers must be aligned to.
 int CLinuxShims_logicalBlockSize(int fd, int *bytes);
 
