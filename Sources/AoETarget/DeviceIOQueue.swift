@@ -311,6 +311,7 @@ extension Target {
             case .transfer:
                 completeTransfer(q, head: slot, result: result)
             case .commit:
+                Syscall.fdatasyncCalls.add(1, ordering: .relaxed)   // counted done, not queued
                 let failure = result < 0 ? DeviceError(SystemError(call: "fdatasync", errno: -result, context: device.name)) : nil
                 if let failure {
                     statistics.add(.deviceErrors)
@@ -319,6 +320,7 @@ extension Target {
                 for head in q.commitCovered[slot] { finishGroup(q, head: head, succeeded: failure == nil) }
                 q.commitCovered[slot].removeAll(keepingCapacity: true)
             case .flush:
+                Syscall.fdatasyncCalls.add(1, ordering: .relaxed)
                 finishFlush(&q.requests[slot], failure: result < 0 ? DeviceError(SystemError(call: "fdatasync", errno: -result, context: device.name)) : nil)
                 q.replies[q.finished.count] = q.requests[slot].frame
                 q.finished.append(slot)

@@ -46,12 +46,11 @@ public final class IOUring: @unchecked Sendable {
         return CIOUring_prepareVectored(ring, write ? 1 : 0, fd, vectors, UInt32(count), UInt64(offset), userData) == 0
     }
 
-    /// Queues an fdatasync; counted with the synchronous ones in `Syscall.fdatasyncCalls`.
+    /// Queues an fdatasync. Its caller counts it in `Syscall.fdatasyncCalls` when it completes, as the
+    /// synchronous ones are counted when they return.
     public func prepareDatasync(fd: Int32, userData: UInt64) -> Bool {
         precondition(userData < Self.userDataLimit)
-        guard CIOUring_prepareDatasync(ring, fd, userData) == 0 else { return false }
-        Syscall.fdatasyncCalls.add(1, ordering: .relaxed)
-        return true
+        return CIOUring_prepareDatasync(ring, fd, userData) == 0
     }
 
     /// Queues a one-shot wait for `fd` to become readable (frames queued on a socket).

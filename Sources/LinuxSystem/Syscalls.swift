@@ -6,7 +6,8 @@ import Synchronization
 /// EINTR, returns EAGAIN as `nil` where a caller polls, traps on errnos that can only mean a bug of ours
 /// (EFAULT, EBADF), and throws `SystemError` for the rest.
 public enum Syscall {
-    /// Counts of calls that tests and the statistics report want to see (fdatasync reaching the kernel).
+    /// fdatasync calls that have completed (synchronous ones when they return, io_uring ones when reaped), for
+    /// tests and the statistics report.
     public static let fdatasyncCalls = Atomic<Int>(0)
 
     /// Test hook: when > 0, the Nth following pwrite fails with EIO (1 = the next one). Set only by tests

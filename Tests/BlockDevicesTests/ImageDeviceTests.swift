@@ -1,4 +1,5 @@
 import XCTest
+import Synchronization
 import Glibc
 @testable import BlockDevices
 import LinuxSystem
@@ -224,6 +225,22 @@ final class ImageDeviceTests: XCTestCase {
                        "devices without a page cache say no")
     }
 
+    func testDirectImageNeverAnswersFromThePageCacheEvenWhenTheDataIsThere() throws {
+        // Written through the page cache (and read back, so certainly cached), then opened with O_DIRECT.
+        let path = makeImage(sectors: 16)
+        _ = FileManager.default.contents(atPath: path)
+        var options = ImageDevice.Options()
+        options.direct = true
+        let device = try ImageDevice(path: path, options: options)
+        XCTAssertTrue(device.bypassesPageCache)
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 4096)
+        defer { memory.deallocate() }
+        let buffer = UnsafeMutableRawBufferPointer(start: memory, count: 512)
+        XCTAssertFalse(device.readIfCached(into: buffer, at: 5), "O_DIRECT reads go to the disk, never to the page cache")
+        try device.read(into: buffer, at: 5)
+        XCTAssertEqual([buffer[0], buffer[1]], [5, 0], "the real read returns the sector")
+    }
+
     func testInjectedPwriteFailureSurfacesAsDeviceError() throws {
         let path = makeImage(sectors: 8)
         let device = try ImageDevice(path: path, options: .init())
@@ -237,15 +254,55 @@ final class ImageDeviceTests: XCTestCase {
     }
 
     func testGroupCommitCoversConcurrentWritersWithFewFlushes() throws {
-        let device = MemoryDevice(sectors: 8)
+        // A flush that takes as long as a disk's, and 16 writers on 16 threads that finish their writes while
+        // the first flush runs: they must share the next one, not pay one each.
+        let device = SlowFlushingMemoryDevice(sectors: 8, flushSeconds: 0.05)
         let commit = GroupCommit(device: device)
         let writers = 16
-        DispatchQueue.concurrentPerform(iterations: writers) { _ in try! commit.makeDurable() }
+        let started = DispatchGroup()
+        let done = DispatchGroup()
+        let go = DispatchSemaphore(value: 0)
+        for _ in 0..<writers {
+            started.enter(); done.enter()
+            Thread {
+                started.leave()
+                go.wait()
+                try! commit.makeDurable()
+                done.leave()
+            }.start()
+        }
+        started.wait()
+        for _ in 0..<writers { go.signal() }
+        done.wait()
         let flushes = device.flushCount.load(ordering: .relaxed)
         XCTAssertGreaterThanOrEqual(flushes, 1)
-        XCTAssertLessThanOrEqual(flushes, writers)
+        XCTAssertLessThanOrEqual(flushes, 3, "16 concurrent writers behind a 50 ms flush took \(flushes) flushes: no group commit")
         // A write that completes after the last flush still gets a flush of its own.
         try commit.makeDurable()
         XCTAssertEqual(device.flushCount.load(ordering: .relaxed), flushes + 1)
+    }
+}
+
+/// A memory device whose flush takes as long as a disk's, counting flushes.
+final class SlowFlushingMemoryDevice: BlockDevice, @unchecked Sendable {
+    let inner: MemoryDevice
+    let flushSeconds: Double
+    let flushCount = Atomic<Int>(0)
+    init(sectors: UInt64, flushSeconds: Double) {
+        inner = MemoryDevice(sectors: sectors)
+        self.flushSeconds = flushSeconds
+    }
+    var sectorCount: UInt64 { inner.sectorCount }
+    var capabilities: DeviceCapabilities { inner.capabilities }
+    var name: String { "slow-flush" }
+    var identity: String { "slow-flush" }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.read(into: buffer, at: lba) }
+    func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.write(from: buffer, at: lba) }
+    func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) -> Bool { false }
+    func read(into buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) { try inner.read(into: buffers, at: lba) }
+    func write(from buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) { try inner.write(from: buffers, at: lba) }
+    func flush() throws(DeviceError) {
+        usleepSeconds(flushSeconds)
+        flushCount.add(1, ordering: .relaxed)
     }
 }
