@@ -41,6 +41,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
+        // libFuzzer targets and their replay command (Tests/fuzz/run.sh); not a product.
+        .executableTarget(name: "aoe-fuzz", dependencies: [
+            "AoETarget", "AoEInitiator", "AoEWire", "ATACore", "BlockDevices", "PacketTransport", "CPcap",
+        ]),
         .testTarget(name: "AoEWireTests", dependencies: ["AoEWire"]),
         .testTarget(name: "ATACoreTests", dependencies: ["ATACore", "AoEWire"]),
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),

@@ -65,6 +65,9 @@ else
     failed=$((failed + 1)); failures+=("swift build -c release")
 fi
 
+# 60 s of each fuzz target, after replaying every crash fixture.
+FUZZ_SECONDS=60 run_script Tests/fuzz/run.sh
+
 interop=(Tests/interop/test-*.sh Tests/passthrough/test-*.sh Tests/blockdev/test-*.sh)
 if [ "${AOE_SKIP_INTEROP:-}" != "1" ]; then
     for script in "${interop[@]}"; do [ -e "$script" ] && run_script "$script"; done

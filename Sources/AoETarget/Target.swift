@@ -147,7 +147,7 @@ public final class Target: @unchecked Sendable {
     /// Announces the export and serves until `stop` becomes true; then finishes the requests in flight, flushes
     /// the device, and returns.
     public func run(until stop: borrowing Atomic<Bool>) {
-        var scratch = BatchScratch(batch: batch, placeholder: pool.frame(0))
+        var scratch = makeBatchScratch()
         if let ioQueue {
             announce()
             runEventLoop(ioQueue, scratch: &scratch, until: stop)
@@ -162,6 +162,9 @@ public final class Target: @unchecked Sendable {
         }
         drain()
     }
+
+    /// The receive thread's scratch; one per thread that calls `serveBatch`.
+    func makeBatchScratch() -> BatchScratch { BatchScratch(batch: batch, placeholder: pool.frame(0)) }
 
     /// The receiving thread's frames: one receive batch and the replies it sends at once.
     struct BatchScratch {
