@@ -45,13 +45,14 @@ let package = Package(
         .executableTarget(name: "aoe-fuzz", dependencies: [
             "AoETarget", "AoEInitiator", "AoEWire", "ATACore", "BlockDevices", "PacketTransport", "CPcap",
         ]),
+        .target(name: "AoETestSupport", path: "Tests/AoETestSupport"),
         .testTarget(name: "AoEWireTests", dependencies: ["AoEWire"]),
         .testTarget(name: "ATACoreTests", dependencies: ["ATACore", "AoEWire"]),
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),
-        .testTarget(name: "AoETargetTests", dependencies: ["AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
+        .testTarget(name: "AoETargetTests", dependencies: ["AoETestSupport", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
         .testTarget(name: "PacketTransportTests", dependencies: ["PacketTransport", "AoEWire", "CLinuxShims"]),
         .testTarget(name: "AoEServerTests", dependencies: ["AoEServer", "AoETarget", "AoEWire"]),
-        .testTarget(name: "AoEInitiatorTests", dependencies: ["AoEInitiator", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
+        .testTarget(name: "AoEInitiatorTests", dependencies: ["AoETestSupport", "AoEInitiator", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
     ],
     swiftLanguageModes: [.v6]
 )

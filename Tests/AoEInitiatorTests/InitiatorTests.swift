@@ -7,6 +7,7 @@ import ATACore
 import BlockDevices
 import PacketTransport
 import LinuxSystem
+import AoETestSupport
 
 /// Drops or duplicates frames between two embedded links, so tests can play a lossy network.
 final class FaultyWire: @unchecked Sendable {
@@ -321,10 +322,10 @@ final class BlockSetTests: XCTestCase {
             let set = BlockSet(capacity: capacity)
             defer { set.deallocate() }
             var model = Set<Int>()
-            var rng = SystemRandomNumberGenerator()
+            var rng = SeededGenerator(defaultSeed: UInt64(capacity) << 32 | UInt64(range & 0xFFFF_FFFF))
             for _ in 0..<20_000 {
                 let block = Int.random(in: 0..<range, using: &rng)
-                XCTAssertEqual(set.contains(block), model.contains(block))
+                XCTAssertEqual(set.contains(block), model.contains(block), "block \(block), \(rng.seedNote)")
                 if model.contains(block) {
                     set.remove(block)
                     model.remove(block)

@@ -6,6 +6,7 @@ import ATACore
 import BlockDevices
 import PacketTransport
 import LinuxSystem
+import AoETestSupport
 
 /// An ordered list of events shared by threads.
 final class EventLog: Sendable {
@@ -686,7 +687,8 @@ final class RequestSchedulerTests: XCTestCase {
     }
 
     func testSchedulerAgreesWithThePlainRuleOnRandomTraffic() {
-        var generator = SystemRandomNumberGenerator()
+        var generator = SeededGenerator(defaultSeed: 20261201)
+        let seed = generator.seedNote
         for round in 0..<200 {
             var fast = RequestScheduler(), plain = PlainScheduler()
             var free = Array(0..<24), running: [Int] = []
@@ -696,12 +698,12 @@ final class RequestSchedulerTests: XCTestCase {
                     let start = UInt64.random(in: 0..<64, using: &generator), count = UInt64.random(in: 0...8, using: &generator)
                     let writes = Int.random(in: 0..<3, using: &generator) == 0
                     let a = fast.admit(id: id, start: start, count: count, writes: writes)
-                    XCTAssertEqual(a, plain.admit(id: id, start: start, count: count, writes: writes), "round \(round) step \(step): admit \(id)")
+                    XCTAssertEqual(a, plain.admit(id: id, start: start, count: count, writes: writes), "round \(round) step \(step): admit \(id), \(seed)")
                     if a { running.append(id) }
                 } else if !running.isEmpty {
                     let id = running.remove(at: Int.random(in: 0..<running.count, using: &generator))
                     let ready = fast.finish(id: id)
-                    XCTAssertEqual(ready, plain.finish(id: id), "round \(round) step \(step): finish \(id)")
+                    XCTAssertEqual(ready, plain.finish(id: id), "round \(round) step \(step): finish \(id), \(seed)")
                     running.append(contentsOf: ready)
                     free.append(id)
                 }
