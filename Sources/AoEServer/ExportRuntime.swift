@@ -43,13 +43,14 @@ public enum DeviceOpener {
     }
 }
 
-/// One export being served: its device, its protocol state, and a port (socket, `Target`, thread) on each
-/// of its interfaces. The ports share the device and the state.
+/// One export being served: its device, its protocol state, a socket on each of its interfaces, and one
+/// `Target` (with its thread) over all of them, so the export has one request table: a retransmission that
+/// comes in on another NIC still waits for an overlapping earlier write.
 final class ExportRuntime: @unchecked Sendable {
     private(set) var spec: ExportSpec
     let device: any BlockDevice
     let state: ExportState
-    private(set) var ports: [Port] = []
+    let port: Port
 
     final class Port: @unchecked Sendable {
         let target: Target
@@ -89,25 +90,32 @@ final class ExportRuntime: @unchecked Sendable {
         if spec.allowAllATA {
             log.log(.warning, "e\(spec.address): allow_all_ata: every ATA command reaches \(spec.path), including ones that erase it or replace its firmware")
         }
+        var sockets: [any FrameLink] = []
         for interface in spec.interfaces {
-            let socket: PacketSocket
             do {
                 // Room for a full Buffer Count of jumbo frames in the socket's receive queue.
-                socket = try PacketSocket(interface: interface, receiveBufferBytes: (spec.buffers + 32) * 10_240,
-                                          filter: { [address = spec.address] mac in PacketFilter.targetProgram(mac: mac, address: address) },
-                                          pcap: pcap)
+                sockets.append(try PacketSocket(interface: interface, receiveBufferBytes: (spec.buffers + 32) * 10_240,
+                                                filter: { [address = spec.address] mac in PacketFilter.targetProgram(mac: mac, address: address) },
+                                                pcap: pcap))
             } catch {
                 throw ConfigError(spec.location(of: "interfaces"), key: "interfaces", error.description)
             }
-            let portLog = log.labelled("e\(spec.address)@\(interface)")
-            let target = Target(configuration: configuration, device: device, link: socket, log: portLog,
-                                passThroughPolicy: policy, state: state)
-            if spec.ioEngine == .ioUring && !target.usesIOUring && !device.capabilities.neverBlocks && !spec.passthrough {
-                throw ConfigError(spec.location(of: "io_engine"), key: "io_engine",
-                                  "io_uring: the kernel refused io_uring (see the log line above); use threads")
-            }
-            ports.append(Port(target: target))
         }
+        let link: any FrameLink
+        if sockets.count == 1 {
+            link = sockets[0]
+        } else {
+            do { link = try LinkGroup(links: sockets) } catch {
+                throw ConfigError(spec.location(of: "interfaces"), key: "interfaces", error.description)
+            }
+        }
+        let target = Target(configuration: configuration, device: device, link: link,
+                            log: log.labelled("e\(spec.address)@\(link.interfaceName)"), passThroughPolicy: policy, state: state)
+        if spec.ioEngine == .ioUring && !target.usesIOUring && !device.capabilities.neverBlocks && !spec.passthrough {
+            throw ConfigError(spec.location(of: "io_engine"), key: "io_engine",
+                              "io_uring: the kernel refused io_uring (see the log line above); use threads")
+        }
+        port = Port(target: target)
     }
 
     /// The export's protocol state: what was saved, else the configured mask and config string. The saved
@@ -131,19 +139,17 @@ final class ExportRuntime: @unchecked Sendable {
     }
 
     func start(log: TargetLog) {
-        for port in ports {
-            let t = port.target
-            t.log.log(.info, "serving \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(spec.sync ? ", durable writes" : ""), \(t.ioDescription)) as e\(spec.address) on \(t.link.interfaceName) (\(t.link.macAddress), MTU \(t.link.currentMTU()), \(t.configuration.bufferCount) buffers)")
-            port.start()
+        let t = port.target
+        for p in 0..<t.link.portCount {
+            let mac = t.link.macAddress(port: UInt8(p))
+            let name = spec.interfaces[p]
+            t.log.log(.info, "serving \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(spec.sync ? ", durable writes" : ""), \(t.ioDescription)) as e\(spec.address) on \(name) (\(mac), MTU \(t.link.currentMTU()), \(t.configuration.bufferCount) buffers)")
         }
+        port.start()
     }
 
-    /// Every port stops taking frames; each finishes what it has in flight and flushes. Concurrent, so one
-    /// slow port does not hold up the others.
-    func stop() {
-        for port in ports { port.stop.store(true, ordering: .relaxed) }
-        for port in ports { port.stopAndWait() }
-    }
+    /// Stops taking frames, finishes what is in flight on every NIC, flushes.
+    func stop() { port.stopAndWait() }
 
     /// Applies the protocol-state keys of a reloaded spec whose value in the file changed: the admin's newer
     /// word wins over what was saved. Returns what was applied, for the log.
@@ -164,5 +170,5 @@ final class ExportRuntime: @unchecked Sendable {
         return applied
     }
 
-    var counters: String { ports.map { "\($0.target.link.interfaceName): \($0.target.statistics.summary)" }.joined(separator: "; ") }
+    var counters: String { "\(port.target.link.interfaceName): \(port.target.statistics.summary)" }
 }

@@ -325,12 +325,16 @@ public final class Target: @unchecked Sendable {
     public func announce() {
         let slot = lock.withLock { freeSlots.removeLast() }
         var frame = pool.frame(slot)
-        let header = AoEHeader(destination: .broadcast, source: link.macAddress, flags: .response,
-                               address: configuration.address, command: .queryConfig, tag: Tag(rawValue: 0))
-        header.write(to: frame.buffer)
-        frame.length = configReply(command: .read).write(to: frame.buffer)
-        frame.padToMinimum()
-        sendOne(frame)
+        // On every port, from that port's address: the Linux initiator learns each NIC as a path to the export.
+        for port in 0..<link.portCount {
+            frame.port = UInt8(port)
+            let header = AoEHeader(destination: .broadcast, source: link.macAddress(port: frame.port), flags: .response,
+                                   address: configuration.address, command: .queryConfig, tag: Tag(rawValue: 0))
+            header.write(to: frame.buffer)
+            frame.length = configReply(command: .read).write(to: frame.buffer)
+            frame.padToMinimum()
+            sendOne(frame)
+        }
         lock.withLock { freeSlots.append(slot) }
     }
 
@@ -346,7 +350,7 @@ public final class Target: @unchecked Sendable {
             return .dropped
         }
         // AF_PACKET also hands us frames for other hosts (promiscuous NICs, bridges): answer only ours.
-        guard header.destination == link.macAddress || header.destination.isBroadcast else {
+        guard header.destination == link.macAddress(port: frame.port) || header.destination.isBroadcast else {
             statistics.add(.droppedNotForUs)
             return .dropped
         }
@@ -395,7 +399,7 @@ public final class Target: @unchecked Sendable {
     private func replyError(_ frame: inout Frame, _ header: AoEHeader, _ error: AoEError) -> Disposition {
         statistics.add(.aoeErrorsSent)
         log.frame(.info, "\(header.command) from \(header.source) tag \(header.tag): AoE error \(error.rawValue) (\(error))")
-        header.reply(from: link.macAddress, address: configuration.address, error: error).write(to: frame.buffer)
+        header.reply(from: link.macAddress(port: frame.port), address: configuration.address, error: error).write(to: frame.buffer)
         frame.length = min(frame.length, AoELayout.minimumFrameSize)
         frame.padToMinimum()
         return .reply
@@ -418,7 +422,7 @@ public final class Target: @unchecked Sendable {
         case .error(let error):
             return replyError(&frame, header, error)
         case .reply:
-            header.reply(from: link.macAddress, address: configuration.address).write(to: frame.buffer)
+            header.reply(from: link.macAddress(port: frame.port), address: configuration.address).write(to: frame.buffer)
             frame.length = configReply(command: request.command).write(to: frame.buffer)
             frame.padToMinimum()
             return .reply
@@ -444,7 +448,7 @@ public final class Target: @unchecked Sendable {
             if request.command == .edit {
                 log.frame(.info, "MAC mask list edited by \(header.source): \(reply.directives.count) entries")
             }
-            header.reply(from: link.macAddress, address: configuration.address).write(to: frame.buffer)
+            header.reply(from: link.macAddress(port: frame.port), address: configuration.address).write(to: frame.buffer)
             frame.length = reply.write(to: frame.buffer)
             frame.padToMinimum()
             return .reply
@@ -467,7 +471,7 @@ public final class Target: @unchecked Sendable {
             if request.command != .read {
                 log.frame(.info, "reserve list set by \(header.source): \(reply.macs.count) entries")
             }
-            header.reply(from: link.macAddress, address: configuration.address).write(to: frame.buffer)
+            header.reply(from: link.macAddress(port: frame.port), address: configuration.address).write(to: frame.buffer)
             frame.length = reply.write(to: frame.buffer)
             frame.padToMinimum()
             return .reply
@@ -550,7 +554,7 @@ public final class Target: @unchecked Sendable {
             statistics.add(.ataErrors)
             statistics.add(registers.error.contains(.idNotFound) ? .ataOutOfRange : .ataAborted)
         }
-        header.reply(from: link.macAddress, address: configuration.address).write(to: frame.buffer)
+        header.reply(from: link.macAddress(port: frame.port), address: configuration.address).write(to: frame.buffer)
         ata.replying(registers).write(to: frame.buffer)
         frame.length = AoELayout.ataHeaderSize + dataBytes
         frame.padToMinimum()

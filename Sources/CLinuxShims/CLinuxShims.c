@@ -9,6 +9,7 @@
 #include <sys/vfs.h>
 #include <sys/eventfd.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <linux/stat.h>
 #include <sys/syscall.h>
 #include <linux/fs.h>
@@ -118,6 +119,19 @@ int CLinuxShims_pollReadable(int fd, long long timeoutNanoseconds) {
     struct pollfd p = { .fd = fd, .events = POLLIN };
     struct timespec t = { .tv_sec = timeoutNanoseconds / 1000000000LL, .tv_nsec = timeoutNanoseconds % 1000000000LL };
     return ppoll(&p, 1, &t, NULL);
+}
+
+int CLinuxShims_epollCreate(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int CLinuxShims_epollAddReadable(int epfd, int fd) {
+    struct epoll_event e = { .events = EPOLLIN, .data.fd = fd };
+    return epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e);
+}
+
+int CLinuxShims_epollWaitReadable(int epfd, long long timeoutNanoseconds) {
+    struct epoll_event events[8];
+    struct timespec t = { .tv_sec = timeoutNanoseconds / 1000000000LL, .tv_nsec = timeoutNanoseconds % 1000000000LL };
+    return epoll_pwait2(epfd, events, 8, &t, NULL);
 }
 
 int CLinuxShims_logicalBlockSize(int fd, int *bytes) {

@@ -170,6 +170,28 @@ public enum Syscall {
         }
     }
 
+    /// epoll_create1(2): a descriptor that polls readable while any descriptor added to it is.
+    public static func epollCreate(context: String) throws(SystemError) -> Int32 {
+        try retrying("epoll_create1", context) { CLinuxShims_epollCreate() }
+    }
+
+    /// epoll_ctl(2) EPOLL_CTL_ADD for EPOLLIN.
+    public static func epollAddReadable(_ epfd: Int32, _ fd: Int32, context: String) throws(SystemError) {
+        _ = try retrying("epoll_ctl", context) { CLinuxShims_epollAddReadable(epfd, fd) }
+    }
+
+    /// epoll_pwait2(2): waits up to `timeout` seconds (a precise timer) for any added descriptor to be readable.
+    public static func epollWaitReadable(_ epfd: Int32, timeout: Double) -> Bool {
+        let nanoseconds = Int64(max(0, timeout) * 1e9)
+        while true {
+            let rc = CLinuxShims_epollWaitReadable(epfd, nanoseconds)
+            if rc >= 0 { return rc > 0 }
+            if errno == EINTR { continue }
+            checkBug("epoll_pwait2", errno)
+            return false
+        }
+    }
+
     /// fsync(2): the file's data and metadata (or a directory's entries) reach stable storage.
     public static func fsync(_ fd: Int32, context: String) throws(SystemError) {
         _ = try retrying("fsync", context) { Glibc.fsync(fd) }

@@ -6,6 +6,8 @@ public struct Frame: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let capacity: Int
     public var length: Int
+    /// Which port of a `LinkGroup` it came in on, so the reply leaves through the same NIC; 0 on a plain link.
+    public var port: UInt8 = 0
 
     public init(base: UnsafeMutableRawPointer, capacity: Int, length: Int = 0) {
         self.base = base

@@ -19,9 +19,15 @@ public protocol FrameLink: AnyObject, Sendable {
     func send(_ frames: UnsafeBufferPointer<Frame>) throws(SystemError) -> Int
     /// Sends one frame; callable from any thread.
     func sendOne(_ frame: Frame) throws(SystemError)
+    /// NICs behind this link (a `LinkGroup` has several) and each one's MAC address: a reply goes out through the
+    /// port its request came in on (`Frame.port`), from that port's address.
+    var portCount: Int { get }
+    func macAddress(port: UInt8) -> MACAddress
 }
 
 extension FrameLink {
+    public var portCount: Int { 1 }
+    public func macAddress(port: UInt8) -> MACAddress { macAddress }
     /// `receive` into an array of frames (typed throws survive, unlike through withUnsafeMutableBufferPointer).
     public func receive(into frames: inout [Frame]) throws(SystemError) -> Int {
         var result: Result<Int, SystemError> = .success(0)

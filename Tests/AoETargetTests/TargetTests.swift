@@ -425,6 +425,39 @@ final class TargetTests: XCTestCase {
         XCTAssertEqual(events.count("flush"), 1)
     }
 
+    /// One export on two NICs is one request table: a write that arrives on the second NIC waits for an
+    /// overlapping earlier write from the first, and every reply leaves through the NIC its request came in on,
+    /// from that NIC's address.
+    func testExportOnTwoNICsOrdersAcrossThemAndRepliesOnEach() throws {
+        let nicA = EmbeddedLink(mac: targetMAC), nicB = EmbeddedLink(mac: MACAddress("02:00:00:00:00:0b")!)
+        let group = try LinkGroup(links: [nicA, nicB])
+        let events = EventLog()
+        let device = RecordingDevice(sectors: 100, events: events, slowMarker: 0x01)
+        var configuration = TargetConfiguration(address: ShelfSlot(shelf: 1, slot: 2))
+        configuration.workers = 4
+        let t = Target(configuration: configuration, device: device, link: group, log: TargetLog { _ in })
+        let stop = StopBox()
+        let done = expectation(description: "stopped")
+        Thread { t.run(until: stop.flag); done.fulfill() }.start()
+        defer { stop.flag.store(true, ordering: .relaxed); wait(for: [done], timeout: 5) }
+        // The announcement goes out on both, each from its own MAC.
+        let announcements = [nicA.waitForSent(1), nicB.waitForSent(1)]
+        XCTAssertEqual(announcements.map { $0.first.map { header($0).source } }, [targetMAC, nicB.macAddress])
+        // The old write (slow, 300 ms) on A, then an overlapping newer one on B, addressed to B.
+        nicA.inject(ata(.writeSectorsExt, tag: 1, lba: 5, data: [UInt8](repeating: 0x01, count: 512)))
+        usleepSeconds(0.05)
+        var onB = ata(.writeSectorsExt, tag: 2, lba: 5, data: [UInt8](repeating: 0x02, count: 512))
+        for i in 0..<6 { onB[i] = nicB.macAddress.byte(i) }
+        nicB.inject(onB)
+        let repliesA = nicA.waitForSent(1, timeoutSeconds: 2), repliesB = nicB.waitForSent(1, timeoutSeconds: 2)
+        XCTAssertEqual(repliesA.map { header($0).tag.rawValue }, [1])
+        XCTAssertEqual(repliesB.map { header($0).tag.rawValue }, [2])
+        XCTAssertEqual(repliesB.map { header($0).source }, [nicB.macAddress], "B's reply from B's address")
+        XCTAssertEqual(events.all.filter { $0.hasPrefix("write") }, ["write 5", "write 5"])
+        XCTAssertEqual(device.inner.contents(lba: 5, count: 1), [UInt8](repeating: 0x02, count: 512),
+                       "the newer write from the other NIC waited for the older one and landed last")
+    }
+
     func testLateDuplicateOfOldWriteDoesNotOverwriteNewerData() throws {
         let events = EventLog()
         // Writes whose data starts with 0x01 (the old write) take 300 ms; the newer one is instant.

@@ -75,6 +75,15 @@ check "e1.1: written on i0 (t0), read back on i1 (t1)" cmp -s "$WORK/pattern.bin
 aoectl read -i i1 1.3 --lba 777 --count 8 --output "$WORK/other.bin" >/dev/null
 check "negative control: e1.3 at the same LBA does not hold e1.1's data" bash -c '! cmp -s "$1" "$2"' _ "$WORK/pattern.bin" "$WORK/other.bin"
 check "the data is in e1.1's image at LBA 777" cmp -s "$WORK/pattern.bin" <(dd if="$WORK/disk1.img" bs=512 skip=777 count=8 status=none)
+check "e1.1 is one target over both NICs (one request table), announced on each" \
+    test "$(grep -c 'e1.1@t0,t1: serving' "$WORK/server.log")" = 2
+# Verified load through both NICs of e1.1 at once, each initiator on its own half of the image.
+aoectl bench -i i0 1.1 --rw randrw --qd 8 --count 1500 --region 0:16384 --verify --seed 11 --json >"$WORK/both-a.json" &
+A=$!
+aoectl bench -i i1 1.1 --rw randrw --qd 8 --count 1500 --region 16384:16384 --verify --seed 12 --json >"$WORK/both-b.json"
+wait $A
+check "e1.1 under verified load on both NICs at once: 0 errors, 0 mismatches on each" \
+    bash -c 'for f in "$@"; do jq -e ".errors == 0 and .verify_mismatches == 0 and .verified_blocks > 0" "$f" >/dev/null || exit 1; done' _ "$WORK/both-a.json" "$WORK/both-b.json"
 
 # ---- SIGHUP while e1.3 is under verified load: add e1.4, remove e1.2, e1.3 must not notice
 aoectl bench -i i1 1.3 --rw randrw --bs 4k --qd 16 --duration 6 --verify --seed 7 --json >"$WORK/bench.json" 2>"$WORK/bench.err" &

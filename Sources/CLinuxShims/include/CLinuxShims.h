@@ -70,6 +70,13 @@ int CLinuxShims_directIOAlignment(int fd, uint32_t *memory, uint32_t *offset);
 /// when readable, 0 on timeout, -1 with errno.
 int CLinuxShims_pollReadable(int fd, long long timeoutNanoseconds);
 
+/// epoll_create1(EPOLL_CLOEXEC) / epoll_ctl(ADD, fd, EPOLLIN) / epoll_wait for any of them, up to
+/// timeoutNanoseconds (epoll_pwait2): <sys/epoll.h> is not in the Swift Glibc module. The epoll descriptor
+/// itself polls readable while any added descriptor is, so an io_uring poll on it watches them all.
+int CLinuxShims_epollCreate(void);
+int CLinuxShims_epollAddReadable(int epfd, int fd);
+int CLinuxShims_epollWaitReadable(int epfd, long long timeoutNanoseconds);
+
 /// ioctl(BLKSSZGET): a block device's logical sector size, the unit O_DIRECT transfers must be aligned to.
 int CLinuxShims_logicalBlockSize(int fd, int *bytes);
 
