@@ -17,7 +17,7 @@ public final class Target: @unchecked Sendable {
     public let link: any FrameLink
     public let statistics = TargetStatistics()
     public let log: TargetLog
-    /// Config string, mask, reservation, write cache: shared with the export's other ports, saved on change.
+    /// Config string, mask, reservation, write cache: saved on change.
     public let state: ExportState
 
     /// The IDENTIFY page with the write cache off and on, built once: an IDENTIFY (answered to anyone, even
