@@ -29,6 +29,9 @@ public struct ExportAccess: Hashable, Sendable {
         public func reservationAdmits(isIdentify: Bool) -> Bool { isIdentify || !reservedByOthers }
     }
 
+    /// No mask, no reservation: what `admission` says to every source then.
+    public static let everyoneAdmitted = Admission(maskAdmits: true, reservedByOthers: false)
+
     public func admission(of source: MACAddress) -> Admission {
         Admission(maskAdmits: maskAdmits(source), reservedByOthers: !reservation.isEmpty && !reservation.contains(source))
     }

@@ -9,6 +9,10 @@ import Synchronization
 /// initiator retries.
 public final class ExportState: Sendable {
     private let value: Mutex<ExportProtocolState>
+    /// What every frame asks, readable without the lock (kept in step by `update`): no mask and no reservation
+    /// (the common case: everyone admitted to everything), and the write cache setting.
+    private let openToAll: Atomic<Bool>
+    private let writeCache: Atomic<Bool>
     /// The export's durable mode, which the remote cannot weaken (SET FEATURES 02h is refused).
     public let durableExport: Bool
     /// Where the state is saved; nil: kept in memory only (the vblade-style command line without --state-dir).
@@ -18,6 +22,8 @@ public final class ExportState: Sendable {
         var initial = initial
         if durableExport { initial.writeCacheEnabled = false }
         value = Mutex(initial)
+        openToAll = Atomic(initial.access.mask.isEmpty && initial.access.reservation.isEmpty)
+        writeCache = Atomic(initial.writeCacheEnabled)
         self.durableExport = durableExport
         self.file = file
     }
@@ -25,10 +31,13 @@ public final class ExportState: Sendable {
     public var current: ExportProtocolState { value.withLock { $0 } }
 
     /// What a frame from `source` may do: one lock per frame.
-    public func admission(of source: MACAddress) -> ExportAccess.Admission { value.withLock { $0.access.admission(of: source) } }
+    public func admission(of source: MACAddress) -> ExportAccess.Admission {
+        if openToAll.load(ordering: .acquiring) { return ExportAccess.everyoneAdmitted }
+        return value.withLock { $0.access.admission(of: source) }
+    }
 
     public var configString: [UInt8] { value.withLock { $0.configString.value } }
-    public var writeCacheEnabled: Bool { value.withLock { $0.writeCacheEnabled } }
+    public var writeCacheEnabled: Bool { writeCache.load(ordering: .acquiring) }
 
     /// Thrown when a change could not be saved: the state is as it was before, nothing may be acknowledged.
     public struct SaveFailed: Error, CustomStringConvertible {
@@ -48,6 +57,8 @@ public final class ExportState: Sendable {
                     throw SaveFailed(error: error)
                 }
             }
+            openToAll.store(state.access.mask.isEmpty && state.access.reservation.isEmpty, ordering: .releasing)
+            writeCache.store(state.writeCacheEnabled, ordering: .releasing)
             return result
         }
     }
