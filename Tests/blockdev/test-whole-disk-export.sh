@@ -209,7 +209,7 @@ make_image() {
 qemu_lock() { guest_qemu_lock || die "QEMU lock: see the line above"; }
 
 run_guest() {
-    local img=$1 serial=$2 trace=$3 initrd=$4 tpid rc
+    local img=$1 serial=$2 trace=$3 initrd=$4 rc
     printf '%s\n' ide_exec_cmd process_ncq_command ncq_finish process_ncq_command_fua ide_dma_cb >"$WORK/trace-events"
     qemu_lock
     : >"$serial"
@@ -225,20 +225,9 @@ run_guest() {
         -trace "events=$WORK/trace-events,file=$trace" \
         >"$serial.qemu-out" 2>&1 </dev/null &
     QEMU_PID=$!
-    if [ "${VERBOSE:-0}" = 1 ]; then
-        tail -n +1 -F --pid="$QEMU_PID" "$serial" 2>/dev/null | sed -u 's/\r//g; s/^/  serial| /' &
-    else
-        tail -n +1 -F --pid="$QEMU_PID" "$serial" 2>/dev/null | sed -u 's/\r//g' |
-            grep --line-buffered -F "$TAG" | sed -u "s/^.*$TAG/  guest|/" &
-    fi
-    tpid=$!
-    wait "$QEMU_PID"
+    guest_wait_qemu "$QEMU_PID" "$serial" "$TAG"
     rc=$?
     QEMU_PID=""
-    sleep 0.3
-    kill "$tpid" 2>/dev/null; wait "$tpid" 2>/dev/null
-    flock -u 9
-    [ -s "$serial.qemu-out" ] && sed 's/^/  qemu| /' "$serial.qemu-out"
     return $rc
 }
 

@@ -70,3 +70,24 @@ guest_qemu_lock() {
 
 # guest_sector TEXT: 512 bytes, TEXT then random bytes (a sector that says what it is).
 guest_sector() { { printf '%s' "$1"; head -c $((512 - ${#1})) /dev/urandom; } | head -c 512; }
+
+# guest_wait_qemu PID SERIAL TAG: while QEMU (PID, started with -serial file:SERIAL and its own output in
+# SERIAL.qemu-out) runs, streams the guest's lines marked TAG (every line with VERBOSE=1); then waits for it,
+# prints what QEMU itself said, releases the QEMU lock (fd 9) and returns QEMU's exit status.
+guest_wait_qemu() {
+    local pid=$1 serial=$2 tag=$3 tpid rc
+    if [ "${VERBOSE:-0}" = 1 ]; then
+        tail -n +1 -F --pid="$pid" "$serial" 2>/dev/null | sed -u 's/\r//g; s/^/  serial| /' &
+    else
+        tail -n +1 -F --pid="$pid" "$serial" 2>/dev/null | sed -u 's/\r//g' |
+            grep --line-buffered -F "$tag" | sed -u "s/^.*$tag/  guest|/" &
+    fi
+    tpid=$!
+    wait "$pid"
+    rc=$?
+    sleep 0.3
+    kill "$tpid" 2>/dev/null; wait "$tpid" 2>/dev/null
+    flock -u 9
+    [ -s "$serial.qemu-out" ] && sed 's/^/  qemu| /' "$serial.qemu-out"
+    return $rc
+}
