@@ -70,7 +70,12 @@ public struct TagTable: Sendable {
         self.deadline = deadline
     }
 
-    public var retransmitTimeout: Double { min(maximumRTO, max(minimumRTO, smoothedRTT + 4 * rttVariance)) }
+    /// Karn's backoff, kept across frames (RFC 6298 5.5): each tick with a timeout doubles it, the next
+    /// unambiguous sample resets it. Without it a target slower than the current estimate is never measured
+    /// (every frame is resent before its answer comes, and answers to old tags do not count) and is flooded.
+    public private(set) var backoff: Double = 1
+
+    public var retransmitTimeout: Double { min(maximumRTO, max(minimumRTO, smoothedRTT + 4 * rttVariance) * backoff) }
     public var canSend: Bool { inFlight < window && !freeList.isEmpty }
 
     private mutating func nextTag(slot: Int) -> UInt32 {
@@ -102,6 +107,7 @@ public struct TagTable: Sendable {
             let error = rtt - smoothedRTT
             smoothedRTT += error / 8
             rttVariance += (abs(error) - rttVariance) / 4
+            backoff = 1
         }
         release(slot)
         if window < maxWindow { window += 1 }
@@ -135,6 +141,7 @@ public struct TagTable: Sendable {
                 actions.append(.resend(slot: slot, tag: tag))
             }
         }
+        if timedOut > 0 { backoff = min(backoff * 2, 64) }
         // Halve the window on a burst of timeouts (a quarter of the window at once: a target dropping beyond its
         // Buffer Count, a congested link), not on a stray lost frame, which random loss on a LAN is: there a
         // smaller window only idles the target.

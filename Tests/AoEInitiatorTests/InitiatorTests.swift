@@ -229,6 +229,19 @@ final class TagTableTests: XCTestCase {
         XCTAssertEqual(table.window, 8, "a later burst, past one round trip, halves again")
     }
 
+    func testKarnBackoffCarriesToNewFramesUntilAValidSample() {
+        var table = TagTable(capacity: 8, maxWindow: 8, initialRTT: 0.0002)
+        let base = table.retransmitTimeout
+        _ = table.send(now: 0)
+        var actions: [TagTable.TimerAction] = []
+        table.tick(now: 0.01, into: &actions)
+        XCTAssertEqual(table.retransmitTimeout, base * 2, accuracy: 1e-9, "a slow target: the next frames wait longer")
+        // An unambiguous sample (first attempt) of a new frame resets it.
+        let (_, tag) = table.send(now: 0.02)
+        _ = table.response(tag: tag, now: 0.0201)
+        XCTAssertEqual(table.backoff, 1)
+    }
+
     func testGivesUpAfterMaxAttempts() {
         var table = TagTable(capacity: 2, maxWindow: 2, initialRTT: 0.01, maxAttempts: 2, deadline: 100)
         let (slot, _) = table.send(now: 0)
