@@ -99,6 +99,10 @@ public struct TagTable: Sendable {
         guard slot < slots.count else { return .unknown }
         guard case .inFlight(let current, let sentAt, _, let attempts) = slots[slot], current == tag else {
             lateResponses += 1
+            // The answer to an earlier attempt of a frame still in flight: it was resent because the target
+            // was slow, not because a frame was lost (a lost frame never answers). That is congestion: back
+            // off and shrink the window, as for a burst of timeouts, instead of piling resends on the target.
+            if case .inFlight = slots[slot] { congested(now: now) }
             return .late
         }
         let rtt = now - sentAt
@@ -145,7 +149,12 @@ public struct TagTable: Sendable {
         // Halve the window on a burst of timeouts (a quarter of the window at once: a target dropping beyond its
         // Buffer Count, a congested link), not on a stray lost frame, which random loss on a LAN is: there a
         // smaller window only idles the target.
-        if timedOut > 0 && timedOut * 4 >= window && now - lastDecrease >= max(smoothedRTT, minimumRTO) {
+        if timedOut > 0 && timedOut * 4 >= window { congested(now: now) }
+    }
+
+    /// Halves the window, at most once per round trip, as TCP does for one window's worth of congestion signals.
+    private mutating func congested(now: Double) {
+        if now - lastDecrease >= max(smoothedRTT, minimumRTO) {
             window = max(1, window / 2)
             lastDecrease = now
         }

@@ -242,6 +242,17 @@ final class TagTableTests: XCTestCase {
         XCTAssertEqual(table.backoff, 1)
     }
 
+    func testAnAnswerToAResentFrameMeansASlowTargetAndShrinksTheWindow() {
+        var table = TagTable(capacity: 16, maxWindow: 8, initialRTT: 0.0002)
+        let (_, first) = table.send(now: 0)
+        var actions: [TagTable.TimerAction] = []
+        table.tick(now: 0.01, into: &actions)
+        XCTAssertEqual(table.window, 8, "one timeout alone may be a lost frame")
+        // Then the answer to the first attempt comes after all: the frame was not lost, the target was slow.
+        XCTAssertEqual(table.response(tag: first, now: 0.02), .late)
+        XCTAssertEqual(table.window, 4)
+    }
+
     func testGivesUpAfterMaxAttempts() {
         var table = TagTable(capacity: 2, maxWindow: 2, initialRTT: 0.01, maxAttempts: 2, deadline: 100)
         let (slot, _) = table.send(now: 0)
