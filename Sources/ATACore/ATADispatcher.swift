@@ -45,6 +45,16 @@ public enum ATAOperation: Hashable, Sendable {
         }
     }
 
+    /// Bytes that move through the frame's data area: the sectors of a read, a write or a pass-through data
+    /// command; 0 for everything else.
+    public var dataBytes: Int {
+        switch self {
+        case .read(_, let count), .write(_, let count): count * 512
+        case .passThrough(let command): command.sectors * 512
+        default: 0
+        }
+    }
+
     /// The sectors a read or write moves; nil for every other operation.
     public var transferRange: (lba: UInt64, count: Int)? {
         switch self {

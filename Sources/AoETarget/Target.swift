@@ -6,49 +6,58 @@ import LinuxSystem
 import PacketTransport
 import Synchronization
 
-/// Serves one export on one link. The receiving thread parses each frame in place, answers control
-/// commands and errors at once, runs I/O on memory-backed devices itself, and queues disk I/O in io_uring
-/// (`DeviceIOQueue`, same thread) or, where that is unavailable, hands it to a pool of workers. Device I/O reads
-/// into, and writes from, the frame's own slot: read data lands in the reply frame, write data goes to the
-/// device from the request frame. Replies leave in batches (sendmmsg).
+/// Serves one export on one link (a `LinkGroup` when it has several NICs), all on one thread: an event loop
+/// receives frames in batches, parses each in place, answers control commands and errors at once, submits
+/// device work to the export's `DeviceQueue` (adjacent requests merged into one transfer), reaps what
+/// completed, and sends the replies in batches (sendmmsg). Device I/O reads into, and writes from, the frame's
+/// own slot: read data lands in the reply frame, write data goes to the device from the request frame.
 public final class Target: @unchecked Sendable {
     public let configuration: TargetConfiguration
     public let device: any BlockDevice
     public let link: any FrameLink
-    public let statistics = TargetStatistics()
+    public let statistics: TargetStatistics
     public let log: TargetLog
     /// Config string, mask, reservation, write cache: saved on change.
     public let state: ExportState
+    /// Where device work runs: io_uring, inline, or worker threads.
+    let queue: any DeviceQueue
 
     /// The IDENTIFY page with the write cache off and on, built once: an IDENTIFY (answered to anyone, even
     /// while reserved) costs one copy into the reply, no allocation.
     private let identifyPages: (cacheOff: [UInt8], cacheOn: [UInt8])
     private let pool: FramePool
     private let batch: Int
-    private let groupCommit: GroupCommit
     /// Set when every ATA command goes to a real drive as sent.
     let passThrough: (device: any ATAPassThroughDevice, policy: PassThroughPolicy)?
 
-    // Guarded by `lock`.
-    let lock = ConditionLock()
+    // Event loop state (one thread).
     var scheduler = RequestScheduler()
     var freeSlots: [Int]
     var pending: [PendingRequest?]
+    /// Admitted requests not yet submitted.
     var readyQueue: [Int] = []
-    var readyHead = 0
+    /// Requests received and not yet answered.
     var inFlight = 0
-    /// Requests made ready during the current receive batch (receive thread only).
-    private var readiedInBatch = 0
-    /// The request `handle` returned `.inline` for (receive thread only).
-    private var inlineRequest: PendingRequest?
-    /// Completed requests whose replies are being sent.
-    var sending = 0
-    private var stopping = false
+    /// Per transfer (by the slot of its first request): its requests' slots and their data segments.
+    private let members: UnsafeMutablePointer<Int32>
+    private let segments: UnsafeMutablePointer<iovec>
+    private var memberCount: [Int]
+    private var transferBytes: [Int]
+    private var candidates: [MergeRule.Candidate] = []
+    private var runs: [Int] = []
+    private var commits: GroupCommit
+    /// Requests answered in the current reap, and their reply frames.
+    private var finished: [Int] = []
+    private var replies: [Frame]
+    /// Tokens past the slots: the commits, then the final flush.
+    private let commitToken: Int
+    private var finalFlush: DeviceCompletion?
+
+    /// Test hook: while set, no commit (flush) is queued, so a test can watch that durable writes stay
+    /// unanswered until the flush that covers them has completed.
+    public static let holdCommits = Atomic<Bool>(false)
 
     private let mtu: Atomic<Int>
-    private var workerThreads: [pthread_t] = []
-    /// Set when device work is queued in the kernel (io_uring) instead of running on worker threads.
-    let ioQueue: DeviceIOQueue?
 
     struct PendingRequest {
         var frame: Frame
@@ -70,28 +79,42 @@ public final class Target: @unchecked Sendable {
         self.device = device
         self.link = link
         self.log = log
+        let statistics = TargetStatistics()
+        self.statistics = statistics
         batch = 32
         let linkMTU = link.currentMTU()
         mtu = Atomic(linkMTU)
-        // Slots: up to Buffer Count requests in flight, up to as many completed ones whose replies workers are
-        // still sending (no longer counted in flight, so the initiator may already send more), one receive
-        // batch, and the announcement.
-        pool = FramePool(slots: 2 * configuration.bufferCount + batch + 1,
+        // Slots: up to Buffer Count requests in flight, one receive batch, and the announcement. A reply
+        // leaves before its slot is free again, within the pass that completed it.
+        pool = FramePool(slots: configuration.bufferCount + batch + 1,
                          frameCapacity: max(linkMTU, 9000) + AoELayout.ethernetHeaderSize,
                          startInPage: Self.frameStartInPage(dataAlignment: device.capabilities.bufferAlignment))
-        freeSlots = Array((0..<pool.slotCount).reversed())
-        pending = Array(repeating: nil, count: pool.slotCount)
+        let slots = pool.slotCount
+        freeSlots = Array((0..<slots).reversed())
+        pending = Array(repeating: nil, count: slots)
+        readyQueue.reserveCapacity(slots)
+        // Large but mostly untouched: only the blocks of slots that head a transfer are ever written.
+        members = .allocate(capacity: slots * Self.maxMerge)
+        segments = .allocate(capacity: slots * Self.maxMerge)
+        memberCount = Array(repeating: 0, count: slots)
+        transferBytes = Array(repeating: 0, count: slots)
+        candidates.reserveCapacity(slots)
+        runs.reserveCapacity(slots)
+        commits = GroupCommit(capacity: slots)
+        finished.reserveCapacity(slots)
+        replies = Array(repeating: Frame(base: UnsafeMutableRawPointer(bitPattern: 1)!, capacity: 0), count: slots)
+        commitToken = slots
         self.state = state ?? ExportState(initial: ExportProtocolState(configuration: configuration),
                                           durableExport: configuration.durableWrites)
-        groupCommit = GroupCommit(device: device)
         if let passThroughPolicy, let drive = device as? any ATAPassThroughDevice {
             passThrough = (drive, passThroughPolicy)
         } else {
             precondition(passThroughPolicy == nil, "pass-through needs a device that supports it")
             passThrough = nil
         }
-        ioQueue = Self.makeIOQueue(configuration: configuration, device: device, slots: pool.slotCount,
-                                   passThrough: passThrough != nil, log: log)
+        queue = Self.makeDeviceQueue(configuration: configuration, device: device,
+                                     tokens: slots + GroupCommit.maxCommits + 1, passThrough: passThrough != nil,
+                                     log: log, statistics: statistics)
         var identify = IdentifyParameters(
             sectors: device.sectorCount, model: configuration.model,
             serial: configuration.serial ?? Self.serial(for: device.identity),
@@ -102,6 +125,43 @@ public final class Target: @unchecked Sendable {
         identify.writeCacheEnabled = device.capabilities.writable
         identifyPages = (off, IdentifyPage(identify).bytes)
     }
+
+    deinit {
+        members.deallocate()
+        segments.deallocate()
+    }
+
+    /// Pass-through goes to the drive with SG_IO on threads; memory-backed devices run inline; files and block
+    /// devices go through io_uring unless told otherwise or the kernel refuses it.
+    static func makeDeviceQueue(configuration: TargetConfiguration, device: any BlockDevice, tokens: Int, passThrough: Bool,
+                                log: TargetLog, statistics: TargetStatistics) -> any DeviceQueue {
+        let workers = configuration.workers
+        if passThrough { return ThreadDeviceQueue(device: device, tokenCapacity: tokens, workers: workers, why: "SG_IO pass-through") }
+        if device.capabilities.neverBlocks { return InlineDeviceQueue(device: device, tokenCapacity: tokens) }
+        if configuration.ioEngine == .threads {
+            return ThreadDeviceQueue(device: device, tokenCapacity: tokens, workers: workers, why: "--io-engine threads")
+        }
+        guard let file = device as? any FileBackedDevice else {
+            return ThreadDeviceQueue(device: device, tokenCapacity: tokens, workers: workers, why: "not a file")
+        }
+        do {
+            return try IOUringDeviceQueue(device: file, tokenCapacity: tokens, kernelWorkers: workers) { error, queued in
+                statistics.add(.ringSubmitRetries)
+                log.frame(.warning, "\(error); \(queued) request(s) stay queued and are submitted again")
+            }
+        } catch {
+            log.log(configuration.ioEngine == .ioUring ? .error : .info,
+                    "io_uring unavailable (\(error)); device I/O runs on \(max(1, workers)) threads")
+            return ThreadDeviceQueue(device: device, tokenCapacity: tokens, workers: workers, why: "io_uring unavailable")
+        }
+    }
+
+    /// Whether device work is queued in io_uring.
+    public var usesIOUring: Bool { queue is IOUringDeviceQueue }
+
+    /// For the start-up log line: where device I/O runs, and why, so a device served the wrong way shows in
+    /// the first line.
+    public var ioDescription: String { queue.engineDescription }
 
     /// Where each frame starts in its page. The data area (36 bytes in) must meet the device's O_DIRECT
     /// alignment, so read data can land in the reply frame; it sits at 512 bytes into the page when that is
@@ -144,23 +204,41 @@ public final class Target: @unchecked Sendable {
 
     // MARK: - Running
 
-    /// Announces the export and serves until `stop` becomes true; then finishes the requests in flight, flushes
+    /// Announces the export and serves until `stop` becomes true; then answers the requests in flight, flushes
     /// the device, and returns.
     public func run(until stop: borrowing Atomic<Bool>) {
         var scratch = makeBatchScratch()
-        if let ioQueue {
-            announce()
-            runEventLoop(ioQueue, scratch: &scratch, until: stop)
-        } else {
-            startWorkers()
-            announce()
-            var lastMTUCheck = monotonicSeconds()
-            while !stop.load(ordering: .relaxed) {
-                _ = serveBatch(&scratch, wait: true)
-                checkMTU(every: 1, last: &lastMTUCheck)
-            }
+        announce()
+        var lastMTUCheck = monotonicSeconds()
+        while true {
+            let stopping = stop.load(ordering: .relaxed)
+            if stopping && inFlight == 0 { break }
+            runPass(&scratch, stopping: stopping)
+            checkMTU(every: 1, last: &lastMTUCheck)
         }
         drain()
+    }
+
+    /// One pass of the event loop: receive a batch and hand its device work to the queue, reap completions
+    /// and answer them, queue a commit for the durable writes that wait, and push it all to the device in one
+    /// call. With nothing received and nothing completed, sleeps until frames arrive or a request completes.
+    /// Stopping: answers what is in flight, takes nothing new.
+    /// Returns the frames received and requests completed.
+    @discardableResult
+    func runPass(_ scratch: inout BatchScratch, stopping: Bool, mayWait: Bool = true) -> Int {
+        let received = stopping ? 0 : serveBatch(&scratch, wait: false)
+        let completed = reapCompletions()
+        startCommit()
+        if received == 0 && completed == 0 && mayWait {
+            if queue.outstanding == 0 && !stopping {
+                // Only frames can wake us: the blocking receive waits for them without a poll first.
+                _ = serveBatch(&scratch, wait: true)
+            } else {
+                queue.wait(readable: link.readinessDescriptor, timeout: 0.2)
+            }
+        }
+        queue.push()
+        return received + completed
     }
 
     /// The receive thread's scratch; one per thread that calls `serveBatch`.
@@ -173,19 +251,11 @@ public final class Target: @unchecked Sendable {
         var txFrames: [Frame]
         var txSlots: [Int]
         var txCount = 0
-        /// Consecutive inline transfers that continue one another on the media, and their places in the batch:
-        /// run as one vectored call when the run ends.
-        var run: [PendingRequest] = []
-        var runIndices: [Int] = []
-        var runBuffers: [UnsafeMutableRawBufferPointer] = []
         init(batch: Int, placeholder: Frame) {
             rxFrames = Array(repeating: placeholder, count: batch)
             rxSlots = Array(repeating: 0, count: batch)
             txFrames = rxFrames
             txSlots = rxSlots
-            run.reserveCapacity(batch)
-            runIndices.reserveCapacity(batch)
-            runBuffers.reserveCapacity(batch)
         }
 
         mutating func reply(_ i: Int) {
@@ -193,15 +263,6 @@ public final class Target: @unchecked Sendable {
             txSlots[txCount] = rxSlots[i]
             txCount += 1
             rxSlots[i] = -1
-        }
-
-        /// Whether `request` continues the run: the same kind and durability, starting where the run ends.
-        func continuesRun(_ request: PendingRequest) -> Bool {
-            guard let last = run.last, run.count < Target.maxMerge,
-                  let (lba, _) = request.operation.transferRange, let (lastLBA, lastCount) = last.operation.transferRange
-            else { return false }
-            return request.operation.writesMedia == last.operation.writesMedia && request.durable == last.durable
-                && lba == lastLBA + UInt64(lastCount)
         }
     }
 
@@ -214,21 +275,20 @@ public final class Target: @unchecked Sendable {
     }
 
     /// Receives one batch (waiting a bounded time for its first frame, or not at all), handles every frame,
-    /// sends the replies that are ready at once in one batch, and hands device work on. Returns the number of
+    /// sends the replies that are ready at once in one batch, and submits device work. Returns the number of
     /// frames received.
     func serveBatch(_ s: inout BatchScratch, wait: Bool) -> Int {
         // The pool is sized so a full batch is always free; taking only what is free keeps that a
         // performance matter, never a crash.
-        let taken = lock.withLock { () -> Int in
-            let n = min(batch, freeSlots.count)
-            for i in 0..<n { s.rxSlots[i] = freeSlots.removeLast() }
-            return n
-        }
+        let taken = min(batch, freeSlots.count)
         if taken == 0 {
             usleepSeconds(0.001)
             return 0
         }
-        for i in 0..<taken { s.rxFrames[i] = pool.frame(s.rxSlots[i]) }
+        for i in 0..<taken {
+            s.rxSlots[i] = freeSlots.removeLast()
+            s.rxFrames[i] = pool.frame(s.rxSlots[i])
+        }
         for i in taken..<batch { s.rxSlots[i] = -1 }
         var received: Int
         do {
@@ -253,43 +313,15 @@ public final class Target: @unchecked Sendable {
                 s.rxSlots[i] = -1
             case .dropped:
                 break
-            case .inline:
-                let request = inlineRequest.take()!
-                if !s.continuesRun(request) { finishInlineRun(&s) }
-                s.run.append(request)
-                s.runIndices.append(i)
             }
         }
-        finishInlineRun(&s)
+        // Submitted once the whole batch is in, so adjacent frames are merged.
+        if !readyQueue.isEmpty { submitReady() }
         let txCount = s.txCount
-        if readiedInBatch > 0 {
-            if let ioQueue {
-                prepareReady(ioQueue)
-            } else {
-                lock.withLock {
-                    for _ in 0..<min(readiedInBatch, max(1, configuration.workers)) { lock.signal() }
-                }
-            }
-            readiedInBatch = 0
-        }
         if txCount > 0 { sendBatch(s.txFrames, count: txCount) }
-        lock.withLock {
-            for i in 0..<batch where s.rxSlots[i] >= 0 { freeSlots.append(s.rxSlots[i]) }
-            for i in 0..<txCount { freeSlots.append(s.txSlots[i]) }
-        }
+        for i in 0..<batch where s.rxSlots[i] >= 0 { freeSlots.append(s.rxSlots[i]) }
+        for i in 0..<txCount { freeSlots.append(s.txSlots[i]) }
         return received
-    }
-
-    /// Runs the inline run (one vectored call when it has several requests) and queues its replies.
-    private func finishInlineRun(_ s: inout BatchScratch) {
-        if s.run.isEmpty { return }
-        if s.run[0].operation.transferRange != nil { performTransfer(&s.run, buffers: &s.runBuffers) } else { perform(&s.run[0]) }
-        for (k, i) in s.runIndices.enumerated() {
-            s.rxFrames[i] = s.run[k].frame
-            s.reply(i)
-        }
-        s.run.removeAll(keepingCapacity: true)
-        s.runIndices.removeAll(keepingCapacity: true)
     }
 
     func sendBatch(_ frames: [Frame], count: Int) {
@@ -323,7 +355,7 @@ public final class Target: @unchecked Sendable {
 
     /// One unsolicited Config reply to the broadcast address, so initiators that are already up find us.
     public func announce() {
-        let slot = lock.withLock { freeSlots.removeLast() }
+        let slot = freeSlots.removeLast()
         var frame = pool.frame(slot)
         // On every port, from that port's address: the Linux initiator learns each NIC as a path to the export.
         for port in 0..<link.portCount {
@@ -335,13 +367,12 @@ public final class Target: @unchecked Sendable {
             frame.padToMinimum()
             sendOne(frame)
         }
-        lock.withLock { freeSlots.append(slot) }
+        freeSlots.append(slot)
     }
 
     // MARK: - Per-frame handling (receive thread)
 
-    /// `inline`: device work to run on the receiving thread, left in `inlineRequest`.
-    enum Disposition { case reply, queued, dropped, inline }
+    enum Disposition { case reply, queued, dropped }
 
     func handle(_ frame: inout Frame, slot: Int) -> Disposition {
         let bytes = frame.bytes
@@ -521,13 +552,6 @@ public final class Target: @unchecked Sendable {
             finishATA(&frame, header, ata, allowed ? .ok(request) : .aborted(request), dataBytes: 0)
             return .reply
         case .read, .write, .flush:
-            if device.capabilities.neverBlocks {
-                // Memory-backed device: run it on this thread, in arrival order (so ordering holds by
-                // construction), with the reply in this batch's sendmmsg instead of waking a worker.
-                inlineRequest = PendingRequest(frame: frame, header: header, ata: ata, operation: operation,
-                                               durable: operation.writesMedia && !state.writeCacheEnabled)
-                return .inline
-            }
             return enqueueDeviceWork(&frame, header, ata, operation, slot: slot)
         case .passThrough:
             preconditionFailure("the dispatcher never plans pass-through")
@@ -562,180 +586,180 @@ public final class Target: @unchecked Sendable {
 
     private func enqueue(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation,
                          slot: Int, range: (UInt64, UInt64), barrier: Bool = false) -> Disposition {
-        lock.lock()
         // Buffer Count is a promise: beyond it, requests are dropped (AoEr11 3.2) and the initiator resends.
         guard inFlight < configuration.bufferCount else {
-            lock.unlock()
             statistics.add(.droppedOverrun)
             return .dropped
         }
         // A backlog of requests waiting for overlapping earlier ones is bounded too: a peer that keeps sending
         // overlapping writes gets drops, not quadratic work.
         guard !scheduler.waitingIsFull else {
-            lock.unlock()
             statistics.add(.droppedOrderingBacklog)
             return .dropped
         }
-        inFlight += 1
         let durable = operation.writesMedia && !state.writeCacheEnabled
-        pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)
         guard scheduler.admit(id: slot, start: range.0, count: range.1, writes: operation.writesMedia || barrier) else {
-            lock.unlock()
+            inFlight += 1
+            pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)
             return .queued
         }
-        lock.unlock()
-        // An admitted read whose data is in the page cache is answered here, with this batch's replies: no
-        // worker hand-off. Anything that would wait for the disk goes to the workers as before.
+        // An admitted read whose data is in the page cache is answered here, with this batch's replies.
         if case .read(let lba, let count) = operation,
            device.readIfCached(into: frame.payload(count: count * AoELayout.sectorSize), at: lba) {
             statistics.add(.reads)
             statistics.add(.cachedReads)
             statistics.add(.bytesRead, count * AoELayout.sectorSize)
-            lock.withLock {
-                let nowReady = scheduler.finish(id: slot)
-                readyQueue.append(contentsOf: nowReady)
-                readiedInBatch += nowReady.count
-                pending[slot] = nil
-                inFlight -= 1
-            }
+            let nowReady = scheduler.finish(id: slot)
+            readyQueue.append(contentsOf: nowReady)
             finishATA(&frame, header, ata, .ok(TaskFile(ata)), dataBytes: count * AoELayout.sectorSize)
             return .reply
         }
-        lock.withLock {
-            readyQueue.append(slot)
-            // Workers are woken once the whole batch is queued, so adjacent frames can be merged.
-            readiedInBatch += 1
-        }
+        inFlight += 1
+        pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)
+        readyQueue.append(slot)
         return .queued
     }
 
-    // MARK: - Workers
+    // MARK: - Device work
 
-    private func startWorkers() {
-        for _ in 0..<max(1, configuration.workers) {
-            let box = Unmanaged.passRetained(self)
-            var thread = pthread_t()
-            let rc = pthread_create(&thread, nil, { raw in
-                let target = Unmanaged<Target>.fromOpaque(raw!).takeRetainedValue()
-                target.workerLoop()
-                return nil
-            }, box.toOpaque())
-            precondition(rc == 0, "pthread_create failed: \(rc)")
-            workerThreads.append(thread)
-        }
-    }
-
-    /// Most adjacent frames one worker merges into a single vectored I/O (a 64 KiB request at MTU 9000 is
-    /// 8 frames; at MTU 1500, 32).
+    /// Most adjacent requests merged into one transfer (a 64 KiB request at MTU 9000 is 8 frames; at MTU
+    /// 1500, 32).
     static let maxMerge = 32
 
-    private func workerLoop() {
-        var group: [PendingRequest] = []
-        var slots: [Int] = []
-        var buffers: [UnsafeMutableRawBufferPointer] = []
-        group.reserveCapacity(Self.maxMerge)
-        slots.reserveCapacity(Self.maxMerge)
-        buffers.reserveCapacity(Self.maxMerge)
-        while true {
-            lock.lock()
-            while readyHead == readyQueue.count && !stopping { lock.wait() }
-            if readyHead == readyQueue.count && stopping {
-                lock.unlock()
+    /// Hands every ready request to the device queue, adjacent ones merged by the one merge rule.
+    func submitReady() {
+        candidates.removeAll(keepingCapacity: true)
+        for slot in readyQueue {
+            let request = pending[slot]!
+            switch request.operation {
+            case .read(let lba, let count):
+                candidates.append(.init(slot: Int32(slot), kind: .read, lba: lba, sectors: count))
+            case .write(let lba, let count):
+                candidates.append(.init(slot: Int32(slot), kind: request.durable ? .durableWrite : .write, lba: lba, sectors: count))
+            default:
+                candidates.append(.init(slot: Int32(slot), kind: .single))
+            }
+        }
+        readyQueue.removeAll(keepingCapacity: true)
+        MergeRule.group(&candidates, maxMembers: Self.maxMerge, maxSectors: queue.maxTransferBytes / AoELayout.sectorSize, runs: &runs)
+        var next = 0
+        for run in runs {
+            let head = Int(candidates[next].slot)
+            let base = head * Self.maxMerge
+            var bytes = 0
+            for k in 0..<run {
+                let slot = Int(candidates[next + k].slot)
+                members[base + k] = Int32(slot)
+                let payload = pending[slot]!.frame.payload(count: pending[slot]!.operation.dataBytes)
+                segments[base + k] = iovec(iov_base: payload.baseAddress, iov_len: payload.count)
+                bytes += payload.count
+            }
+            next += run
+            memberCount[head] = run
+            transferBytes[head] = bytes
+            let request = pending[head]!
+            let operation: DeviceRequest.Operation
+            var lba: UInt64 = 0
+            switch request.operation {
+            case .read(let start, _):
+                operation = .read
+                lba = start
+            case .write(let start, _):
+                operation = .write
+                lba = start
+            case .flush:
+                operation = .flush
+            case .passThrough(let command):
+                operation = .passThrough(command)
+            default:
+                preconditionFailure("\(request.operation) is not device work")
+            }
+            queue.submit(DeviceRequest(operation: operation, lba: lba, segments: segments + base,
+                                       segmentCount: bytes > 0 ? run : 0, bytes: bytes, token: head))
+        }
+    }
+
+    /// Takes the completions that are ready: answers requests (durable writes after the commit that covers
+    /// them), releases their LBA ranges, submits what that made ready, and sends the replies in one batch.
+    /// Returns the number of completions.
+    func reapCompletions() -> Int {
+        finished.removeAll(keepingCapacity: true)
+        let reaped = queue.reap { complete($0) }
+        if finished.isEmpty { return reaped }
+        for slot in finished {
+            readyQueue.append(contentsOf: scheduler.finish(id: slot))
+            pending[slot] = nil
+        }
+        inFlight -= finished.count
+        if !readyQueue.isEmpty { submitReady() }
+        sendBatch(replies, count: finished.count)
+        freeSlots.append(contentsOf: finished)
+        return reaped
+    }
+
+    private func complete(_ completion: DeviceCompletion) {
+        let token = completion.token
+        if token >= commitToken {
+            if token == commitToken + GroupCommit.maxCommits {
+                finalFlush = completion
                 return
             }
-            group.removeAll(keepingCapacity: true)
-            slots.removeAll(keepingCapacity: true)
-            takeAdjacent(into: &slots)
-            for slot in slots { group.append(pending[slot]!) }
-            lock.unlock()
-
-            if group[0].operation.transferRange != nil { performTransfer(&group, buffers: &buffers) } else { perform(&group[0]) }
-
-            // The requests are done before their replies leave: an initiator that sends its next request the
-            // moment a reply arrives must find the Buffer Count free again. The slots stay taken until sent.
-            lock.lock()
-            for slot in slots {
-                let nowReady = scheduler.finish(id: slot)
-                if !nowReady.isEmpty {
-                    readyQueue.append(contentsOf: nowReady)
-                    lock.broadcast()
-                }
-                pending[slot] = nil
+            if let failure = completion.failure {
+                statistics.add(.deviceErrors)
+                log.frame(.error, "flush covering durable write(s) failed: \(failure); replying ABRT")
             }
-            inFlight -= slots.count
-            sending += slots.count
-            lock.unlock()
-
-            for request in group { sendOne(request.frame) }
-
-            lock.lock()
-            freeSlots.append(contentsOf: slots)
-            sending -= slots.count
-            if inFlight == 0 && sending == 0 { lock.broadcast() }
-            lock.unlock()
+            commits.finish(token - commitToken) { finishTransfer(head: $0, succeeded: completion.failure == nil) }
+            return
         }
-    }
-
-    /// Takes the next ready request and, behind it in the queue, the ready requests of the same kind that
-    /// continue it on the media (the frames of one initiator I/O arrive together): one vectored I/O for all.
-    /// Caller holds the lock. Every request taken was already admitted by the scheduler, and adjacent ranges do
-    /// not overlap, so running them together keeps the ordering rule.
-    func takeAdjacent(into slots: inout [Int]) {
-        func take() {
-            slots.append(readyQueue[readyHead])
-            readyHead += 1
-        }
-        take()
-        var end: UInt64
-        let first = pending[slots[0]]!
+        let head = token
+        let first = pending[head]!
         switch first.operation {
-        case .read(let lba, let count), .write(let lba, let count): end = lba + UInt64(count)
-        default: end = 0
-        }
-        while end > 0 && slots.count < Self.maxMerge && readyHead < readyQueue.count {
-            let next = pending[readyQueue[readyHead]]!
-            guard next.durable == first.durable else { break }
-            switch (first.operation, next.operation) {
-            case (.read, .read(let lba, let count)) where lba == end, (.write, .write(let lba, let count)) where lba == end:
-                end += UInt64(count)
-                take()
-            default:
-                end = 0
+        case .flush:
+            finishFlush(&pending[head]!, failure: completion.failure)
+            answered(head)
+        case .passThrough(let command):
+            let result = completion.passThrough!
+            statistics.add(.passThroughCommands)
+            if let failure = result.failure {
+                statistics.add(.deviceErrors)
+                log.frame(.error, "\(command.taskFile.command) for \(first.header.source) tag \(first.header.tag): \(failure); replying ABRT")
             }
-        }
-        if readyHead == readyQueue.count {
-            readyQueue.removeAll(keepingCapacity: true)
-            readyHead = 0
+            finishATA(&pending[head]!.frame, first.header, first.ata, result.registers,
+                      dataBytes: result.dataArrived ? first.operation.dataBytes : 0)
+            answered(head)
+        default:
+            countTransfer(first, requests: memberCount[head], bytes: transferBytes[head], failure: completion.failure)
+            if completion.failure == nil && first.operation.writesMedia && first.durable {
+                commits.writeCompleted(head)
+            } else {
+                finishTransfer(head: head, succeeded: completion.failure == nil)
+            }
         }
     }
 
-    /// One preadv / pwritev for adjacent requests; each gets its own reply. A failure fails them all (ABRT):
-    /// the initiator retries each on its own.
-    private func performTransfer(_ group: inout [PendingRequest], buffers: inout [UnsafeMutableRawBufferPointer]) {
-        buffers.removeAll(keepingCapacity: true)
-        var bytes = 0
-        for request in group {
-            let count = request.operation.transferRange!.count
-            buffers.append(request.frame.payload(count: count * AoELayout.sectorSize))
-            bytes += count * AoELayout.sectorSize
+    /// Queues a commit (flush) for the durable writes waiting for one, when a commit is free.
+    func startCommit() {
+        guard !Self.holdCommits.load(ordering: .relaxed), let index = commits.startCommit() else { return }
+        queue.submit(.flush(token: commitToken + index))
+    }
+
+    /// Turns every request of a transfer into its reply.
+    private func finishTransfer(head: Int, succeeded: Bool) {
+        let base = head * Self.maxMerge
+        for i in 0..<memberCount[head] {
+            let slot = Int(members[base + i])
+            let request = pending[slot]!
+            var dataBytes = 0
+            if succeeded, case .read(_, let count) = request.operation { dataBytes = count * AoELayout.sectorSize }
+            finishATA(&pending[slot]!.frame, request.header, request.ata,
+                      ATADispatcher.reply(to: TaskFile(request.ata), succeeded: succeeded), dataBytes: dataBytes)
+            answered(slot)
         }
-        let lba = group[0].operation.transferRange!.lba
-        let isWrite = group[0].operation.writesMedia
-        var failure: DeviceError? = nil
-        do throws(DeviceError) {
-            if group.count == 1 {
-                if isWrite { try device.write(from: UnsafeRawBufferPointer(buffers[0]), at: lba) } else { try device.read(into: buffers[0], at: lba) }
-            } else {
-                try buffers.withUnsafeBufferPointer { (vectors) throws(DeviceError) in
-                    if isWrite { try device.write(from: vectors, at: lba) } else { try device.read(into: vectors, at: lba) }
-                }
-            }
-            if isWrite && group[0].durable { try groupCommit.makeDurable() }
-        } catch {
-            failure = error
-        }
-        countTransfer(group[0], requests: group.count, bytes: bytes, failure: failure)
-        for i in group.indices { finishTransfer(&group[i], succeeded: failure == nil) }
+    }
+
+    private func answered(_ slot: Int) {
+        replies[finished.count] = pending[slot]!.frame
+        finished.append(slot)
     }
 
     /// Statistics (and the log line on failure) for one device transfer of `requests` adjacent requests, the
@@ -752,34 +776,6 @@ public final class Target: @unchecked Sendable {
         }
     }
 
-    /// Turns a read or write request's frame into its reply (with the data for a read that succeeded).
-    func finishTransfer(_ request: inout PendingRequest, succeeded: Bool) {
-        var dataBytes = 0
-        if succeeded, case .read(_, let count) = request.operation { dataBytes = count * AoELayout.sectorSize }
-        finishATA(&request.frame, request.header, request.ata, ATADispatcher.reply(to: TaskFile(request.ata), succeeded: succeeded), dataBytes: dataBytes)
-    }
-
-    /// Runs a FLUSH or pass-through command and turns `request.frame` into its reply.
-    private func perform(_ request: inout PendingRequest) {
-        switch request.operation {
-        case .flush:
-            var failure: DeviceError? = nil
-            do { try device.flush() } catch { failure = error }
-            finishFlush(&request, failure: failure)
-        case .passThrough(let command):
-            let bytes = command.sectors * AoELayout.sectorSize
-            let result = passThrough!.device.passThrough(command, data: request.frame.payload(count: bytes))
-            statistics.add(.passThroughCommands)
-            if let failure = result.failure {
-                statistics.add(.deviceErrors)
-                log.frame(.error, "\(command.taskFile.command) for \(request.header.source) tag \(request.header.tag): \(failure); replying ABRT")
-            }
-            finishATA(&request.frame, request.header, request.ata, result.registers, dataBytes: result.dataArrived ? bytes : 0)
-        default:
-            preconditionFailure("\(request.operation) is not run by perform")
-        }
-    }
-
     /// Counts a FLUSH (or its failure) and turns its frame into the reply.
     func finishFlush(_ request: inout PendingRequest, failure: DeviceError?) {
         if let failure {
@@ -791,17 +787,18 @@ public final class Target: @unchecked Sendable {
         finishATA(&request.frame, request.header, request.ata, ATADispatcher.reply(to: TaskFile(request.ata), succeeded: failure == nil), dataBytes: 0)
     }
 
-    /// Waits for the requests in flight, stops the workers, and flushes the device.
+    /// After the last request is answered: one flush of a writable device, through the queue like every other,
+    /// then the queue's workers stop.
     private func drain() {
-        lock.lock()
-        while inFlight > 0 || sending > 0 { lock.wait() }
-        stopping = true
-        lock.broadcast()
-        lock.unlock()
-        for thread in workerThreads { pthread_join(thread, nil) }
-        workerThreads.removeAll()
         if device.capabilities.writable {
-            do { try device.flush() } catch { log.log(.error, "final flush of \(device.name) failed: \(error)") }
+            queue.submit(.flush(token: commitToken + GroupCommit.maxCommits))
+            finalFlush = nil
+            while finalFlush == nil {
+                queue.wait(readable: nil, timeout: 0.2)
+                _ = reapCompletions()
+            }
+            if let failure = finalFlush?.failure { log.log(.error, "final flush of \(device.name) failed: \(failure)") }
         }
+        queue.shutDown()
     }
 }

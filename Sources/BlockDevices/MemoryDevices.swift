@@ -28,9 +28,10 @@ public final class MemoryDevice: BlockDevice {
     private let storage: Mutex<[UInt8]>
     public let flushCount = Atomic<Int>(0)
 
-    public init(sectors: UInt64, writable: Bool = true) {
+    /// - Parameter neverBlocks: served inline, like tmpfs; otherwise like a disk (on threads).
+    public init(sectors: UInt64, writable: Bool = true, neverBlocks: Bool = false) {
         sectorCount = sectors
-        capabilities = DeviceCapabilities(writable: writable, canFlush: true)
+        capabilities = DeviceCapabilities(writable: writable, canFlush: true, neverBlocks: neverBlocks)
         storage = Mutex([UInt8](repeating: 0, count: Int(sectors) * sectorSize))
     }
 

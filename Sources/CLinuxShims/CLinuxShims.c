@@ -115,10 +115,11 @@ int CLinuxShims_directIOAlignment(int fd, uint32_t *memory, uint32_t *offset) {
     return 0;
 }
 
-int CLinuxShims_pollReadable(int fd, long long timeoutNanoseconds) {
-    struct pollfd p = { .fd = fd, .events = POLLIN };
+int CLinuxShims_pollReadable(int fd, int other, long long timeoutNanoseconds) {
+    /* poll ignores a negative descriptor: `other` is optional. */
+    struct pollfd p[2] = { { .fd = fd, .events = POLLIN }, { .fd = other, .events = POLLIN } };
     struct timespec t = { .tv_sec = timeoutNanoseconds / 1000000000LL, .tv_nsec = timeoutNanoseconds % 1000000000LL };
-    return ppoll(&p, 1, &t, NULL);
+    return ppoll(p, 2, &t, NULL);
 }
 
 int CLinuxShims_epollCreate(void) { return epoll_create1(EPOLL_CLOEXEC); }

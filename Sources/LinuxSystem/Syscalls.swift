@@ -158,11 +158,12 @@ public enum Syscall {
 
     /// ppoll(2) for POLLIN on one descriptor, at most `timeout` seconds. Unlike a socket's SO_RCVTIMEO, which
     /// the kernel rounds up to whole scheduler ticks (a 1 ms timeout sleeps 8 ms at HZ=250), ppoll sleeps on a
-    /// high-resolution timer: what a retransmit timer of a few milliseconds needs. Returns true when readable.
-    public static func waitReadable(_ fd: Int32, timeout: Double) -> Bool {
+    /// high-resolution timer: what a retransmit timer of a few milliseconds needs. Returns true when `fd` (or
+    /// `other`, when given) is readable.
+    public static func waitReadable(_ fd: Int32, or other: Int32 = -1, timeout: Double) -> Bool {
         let nanoseconds = Int64(max(0, timeout) * 1e9)
         while true {
-            let rc = CLinuxShims_pollReadable(fd, nanoseconds)
+            let rc = CLinuxShims_pollReadable(fd, other, nanoseconds)
             if rc >= 0 { return rc > 0 }
             if errno == EINTR { continue }
             checkBug("ppoll", errno)

@@ -505,12 +505,13 @@ final class TargetTests: XCTestCase {
         XCTAssertEqual(target.statistics[.mergedRequests], 8)
     }
 
-    func testInlineDeviceMergesConsecutiveFramesAndKeepsArrivalOrder() throws {
+    func testInlineDeviceMergesConsecutiveFramesAndOrdersOverlaps() throws {
         let events = EventLog()
         let device = RecordingDevice(sectors: 100, events: events, neverBlocks: true)
         start(device: device)
         // A 4 KiB write as four 2-sector frames, then a read overlapping its end, then a write continuing it:
-        // the read must see the first write, and the second write must not be merged across the read.
+        // the read must see the first write, so it waits for it; the second write overlaps neither and joins
+        // the first one's transfer (one merge rule for every device queue).
         var frames: [[UInt8]] = []
         for i in 0..<4 { frames.append(ata(.writeSectorsExt, tag: UInt32(i), lba: UInt64(10 + 2 * i), count: 2, data: [UInt8](repeating: UInt8(i + 1), count: 1024))) }
         frames.append(ata(.readSectorsExt, tag: 4, lba: 17, count: 1))
@@ -518,10 +519,10 @@ final class TargetTests: XCTestCase {
         link.inject(batch: frames)
         let replies = link.waitForSent(6)
         XCTAssertEqual(Set(replies.map { header($0).tag.rawValue }), [0, 1, 2, 3, 4, 5])
-        XCTAssertEqual(events.all, ["writev 10 x4", "write 10", "write 12", "write 14", "write 16", "read 17", "write 18"])
+        XCTAssertEqual(events.all, ["writev 10 x5", "write 10", "write 12", "write 14", "write 16", "write 18", "read 17"])
         let read = try XCTUnwrap(replies.first { header($0).tag.rawValue == 4 })
         XCTAssertEqual(Array(read[36..<548]), [UInt8](repeating: 4, count: 512))
-        XCTAssertEqual(target.statistics[.mergedRequests], 4)
+        XCTAssertEqual(target.statistics[.mergedRequests], 5)
     }
 
     func testBufferCountIsHonoured() throws {
@@ -612,13 +613,41 @@ final class TargetTests: XCTestCase {
 
     /// The order of events, not a counter: on the default engine a durable write's reply never leaves before
     /// the fdatasync that covers it has completed. The test holds every commit back and watches.
-    func testIOUringDurableWriteReplyWaitsForItsFdatasyncToComplete() throws {
-        let path = try diskImage(sectors: 64)
+    /// Where each device queue is tested: io_uring and threads on an ext4 image; inline on a tmpfs image.
+    enum QueueUnderTest: CaseIterable { case ioUring, threads, inline }
+
+    func startDurable(on engine: QueueUnderTest, sectors: Int) throws -> String {
+        let path: String
+        if engine == .inline {
+            path = "/dev/shm/aoe-target-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).img"
+            var bytes = [UInt8](repeating: 0, count: sectors * 512)
+            for lba in 0..<sectors { for i in 0..<512 { bytes[lba * 512 + i] = UInt8(truncatingIfNeeded: lba) } }
+            guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { throw XCTSkip("no /dev/shm") }
+        } else {
+            path = try diskImage(sectors: sectors)
+        }
+        let device = try ImageDevice(path: path, options: .init())
+        start(device: device) {
+            $0.durableWrites = true
+            $0.ioEngine = engine == .threads ? .threads : .ioUring
+        }
+        switch engine {
+        case .ioUring: XCTAssertTrue(target.usesIOUring, "io_uring refused: \(logLines.all)")
+        case .threads: XCTAssertTrue(target.ioDescription.contains("threads"), target.ioDescription)
+        case .inline: XCTAssertTrue(target.ioDescription.contains("receive thread"), target.ioDescription)
+        }
+        return path
+    }
+
+    func testDurableWriteReplyWaitsForItsFlushOnIOUring() throws { try durableWriteReplyWaitsForItsFlush(.ioUring) }
+    func testDurableWriteReplyWaitsForItsFlushOnThreads() throws { try durableWriteReplyWaitsForItsFlush(.threads) }
+    func testDurableWriteReplyWaitsForItsFlushInline() throws { try durableWriteReplyWaitsForItsFlush(.inline) }
+
+    private func durableWriteReplyWaitsForItsFlush(_ engine: QueueUnderTest) throws {
+        let path = try startDurable(on: engine, sectors: 64)
         defer { unlink(path) }
-        start(device: try ImageDevice(path: path, options: .init())) { $0.durableWrites = true }
-        XCTAssertTrue(target.usesIOUring, "io_uring refused: \(logLines.all)")
-        DeviceIOQueue.holdCommits.store(true, ordering: .relaxed)
-        defer { DeviceIOQueue.holdCommits.store(false, ordering: .relaxed) }
+        Target.holdCommits.store(true, ordering: .relaxed)
+        defer { Target.holdCommits.store(false, ordering: .relaxed) }
         let before = Syscall.fdatasyncCalls.load(ordering: .relaxed)
         link.inject(batch: (0..<4).map { i in ata(.writeSectorsExt, tag: UInt32(i), lba: UInt64(10 + i), data: [UInt8](repeating: 0xC0 | UInt8(i), count: 512)) })
         // The writes themselves complete (the data reaches the file) ...
@@ -629,22 +658,24 @@ final class TargetTests: XCTestCase {
             landed = (0..<4).allSatisfy { image[(10 + $0) * 512] == 0xC0 | UInt8($0) }
             if !landed { usleepSeconds(0.01) }
         }
-        XCTAssertTrue(landed, "the writes never reached the file")
-        // ... but with their fdatasync held back, not one reply may leave.
-        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.5).count, 0, "a durable write was acknowledged before its fdatasync")
-        XCTAssertEqual(Syscall.fdatasyncCalls.load(ordering: .relaxed), before, "no fdatasync was even queued")
-        DeviceIOQueue.holdCommits.store(false, ordering: .relaxed)
+        XCTAssertTrue(landed, "\(engine): the writes never reached the file")
+        // ... but with their flush held back, not one reply may leave.
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.5).count, 0, "\(engine): a durable write was acknowledged before its flush")
+        XCTAssertEqual(Syscall.fdatasyncCalls.load(ordering: .relaxed), before, "\(engine): no fdatasync was even queued")
+        Target.holdCommits.store(false, ordering: .relaxed)
         let replies = link.waitForSent(4, timeoutSeconds: 2)
         XCTAssertEqual(replies.count, 4)
         XCTAssertTrue(replies.allSatisfy { ataReply($0).cmdStatus == 0x40 })
-        XCTAssertEqual(Syscall.fdatasyncCalls.load(ordering: .relaxed) - before, 1, "one fdatasync covered all four")
+        XCTAssertEqual(Syscall.fdatasyncCalls.load(ordering: .relaxed) - before, 1, "\(engine): one fdatasync covered all four")
     }
 
-    func testIOUringDurableWritesShareFdatasyncsAndFlushReachesTheDisk() throws {
-        let path = try diskImage(sectors: 64)
+    func testDurableWritesShareFlushesOnIOUring() throws { try durableWritesShareFlushes(.ioUring) }
+    func testDurableWritesShareFlushesOnThreads() throws { try durableWritesShareFlushes(.threads) }
+    func testDurableWritesShareFlushesInline() throws { try durableWritesShareFlushes(.inline) }
+
+    private func durableWritesShareFlushes(_ engine: QueueUnderTest) throws {
+        let path = try startDurable(on: engine, sectors: 64)
         defer { unlink(path) }
-        start(device: try ImageDevice(path: path, options: .init())) { $0.durableWrites = true }
-        XCTAssertTrue(target.usesIOUring, "io_uring refused: \(logLines.all)")
         let before = Syscall.fdatasyncCalls.load(ordering: .relaxed)
         // 20 single-sector writes to scattered LBAs (nothing to merge) arriving together.
         let frames = (0..<20).map { i in ata(.writeSectorsExt, tag: UInt32(i), lba: UInt64(3 * i), data: [UInt8](repeating: 0xA0 | UInt8(i & 0xF), count: 512)) }
@@ -653,8 +684,8 @@ final class TargetTests: XCTestCase {
         XCTAssertEqual(replies.count, 20)
         XCTAssertTrue(replies.allSatisfy { ataReply($0).cmdStatus == 0x40 })
         let syncs = Syscall.fdatasyncCalls.load(ordering: .relaxed) - before
-        XCTAssertGreaterThanOrEqual(syncs, 1, "durable writes were acknowledged without an fdatasync")
-        XCTAssertLessThan(syncs, 20, "group commit: one fdatasync covers many writes")
+        XCTAssertGreaterThanOrEqual(syncs, 1, "\(engine): durable writes were acknowledged without an fdatasync")
+        XCTAssertLessThan(syncs, 20, "\(engine): group commit: one fdatasync covers many writes")
         let image = try Data(contentsOf: URL(fileURLWithPath: path))
         for i in 0..<20 {
             XCTAssertEqual(image[(3 * i) * 512], 0xA0 | UInt8(i & 0xF), "LBA \(3 * i)")
@@ -663,8 +694,48 @@ final class TargetTests: XCTestCase {
         // FLUSH CACHE EXT is one more fdatasync, answered when it is done.
         let flushBefore = Syscall.fdatasyncCalls.load(ordering: .relaxed)
         XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.flushCacheExt, tag: 99, count: 0)))).cmdStatus, 0x40)
-        XCTAssertEqual(Syscall.fdatasyncCalls.load(ordering: .relaxed) - flushBefore, 1)
+        XCTAssertEqual(Syscall.fdatasyncCalls.load(ordering: .relaxed) - flushBefore, 1, "\(engine)")
         XCTAssertEqual(target.statistics[.flushes], 1)
+    }
+
+    func testConcurrentDurableWritesBehindASlowFlushShareTheNextOne() throws {
+        // A flush that takes as long as a disk's, on worker threads, and 16 writes that complete while the
+        // first flush runs: they share the next one instead of paying one each.
+        let device = SlowFlushingMemoryDevice(sectors: 64, flushSeconds: 0.05)
+        start(device: device) {
+            $0.durableWrites = true
+            $0.workers = 16
+        }
+        link.inject(ata(.writeSectorsExt, tag: 0, lba: 0, data: [UInt8](repeating: 1, count: 512)))
+        usleepSeconds(0.01)   // the first write's flush is running
+        link.inject(batch: (1...16).map { i in ata(.writeSectorsExt, tag: UInt32(i), lba: UInt64(2 * i), data: [UInt8](repeating: UInt8(i), count: 512)) })
+        XCTAssertEqual(link.waitForSent(17, timeoutSeconds: 5).count, 17)
+        let flushes = device.flushCount.load(ordering: .relaxed)
+        XCTAssertGreaterThanOrEqual(flushes, 2, "the first write and the sixteen that followed it need a flush each")
+        // The sixteen complete one by one on their workers; at most `maxCommits` flushes run at once, each
+        // covering what had completed when it was queued.
+        XCTAssertLessThanOrEqual(flushes, 1 + GroupCommit.maxCommits, "17 writes behind a 50 ms flush took \(flushes) flushes: no group commit")
+    }
+}
+
+/// A memory device whose flush takes as long as a disk's, counting flushes.
+final class SlowFlushingMemoryDevice: BlockDevice, @unchecked Sendable {
+    let inner: MemoryDevice
+    let flushSeconds: Double
+    let flushCount = Atomic<Int>(0)
+    init(sectors: UInt64, flushSeconds: Double) {
+        inner = MemoryDevice(sectors: sectors)
+        self.flushSeconds = flushSeconds
+    }
+    var sectorCount: UInt64 { inner.sectorCount }
+    var capabilities: DeviceCapabilities { inner.capabilities }
+    var name: String { "slow-flush" }
+    var identity: String { "slow-flush" }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.read(into: buffer, at: lba) }
+    func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.write(from: buffer, at: lba) }
+    func flush() throws(DeviceError) {
+        usleepSeconds(flushSeconds)
+        flushCount.add(1, ordering: .relaxed)
     }
 }
 

@@ -66,9 +66,9 @@ int CLinuxShims_eventCounter(void);
 /// older kernels).
 int CLinuxShims_directIOAlignment(int fd, uint32_t *memory, uint32_t *offset);
 
-/// ppoll(fd, POLLIN, timeout): ppoll is a GNU extension the Swift Glibc module does not export. Returns 1
-/// when readable, 0 on timeout, -1 with errno.
-int CLinuxShims_pollReadable(int fd, long long timeoutNanoseconds);
+/// ppoll for POLLIN on `fd` and `other` (ignored when negative), at most `timeout`: ppoll is a GNU extension
+/// the Swift Glibc module does not export. Returns how many are readable, 0 on timeout, -1 with errno.
+int CLinuxShims_pollReadable(int fd, int other, long long timeoutNanoseconds);
 
 /// epoll_create1(EPOLL_CLOEXEC) / epoll_ctl(ADD, fd, EPOLLIN) / epoll_wait for any of them, up to
 /// timeoutNanoseconds (epoll_pwait2): <sys/epoll.h> is not in the Swift Glibc module. The epoll descriptor
