@@ -51,7 +51,7 @@ let package = Package(
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),
         .testTarget(name: "AoETargetTests", dependencies: ["AoETestSupport", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
         .testTarget(name: "PacketTransportTests", dependencies: ["PacketTransport", "AoEWire", "CLinuxShims"]),
-        .testTarget(name: "AoEServerTests", dependencies: ["AoEServer", "AoETarget", "AoEWire"]),
+        .testTarget(name: "AoEServerTests", dependencies: ["AoEServer", "AoETarget", "AoEWire", "BlockDevices"]),
         .testTarget(name: "AoEInitiatorTests", dependencies: ["AoETestSupport", "AoEInitiator", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
     ],
     swiftLanguageModes: [.v6]

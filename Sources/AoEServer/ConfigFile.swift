@@ -1,5 +1,6 @@
 import AoEWire
 import AoETarget
+import BlockDevices
 import TOMLKit
 
 /// The config file: TOML (parsed by TOMLKit, a wrapper of toml++), read into a `ServerSpec`. Pure: the
@@ -17,6 +18,7 @@ public enum ConfigFile {
     public static let exportKeys = [
         "shelf", "slot", "interfaces", "path", "read_only", "direct", "sync", "buffers", "mac_mask", "config_string",
         "model", "serial", "offset", "length", "passthrough", "allow_ata", "allow_all_ata", "io_engine", "workers",
+        "inject_errors",
     ]
 
     public static func parse(_ text: String, file: String) throws(ConfigError) -> ServerSpec {
@@ -112,6 +114,10 @@ public enum ConfigFile {
             export.ioEngine = parsed
         }
         export.workers = try keys.int("workers", in: 1...256) ?? export.workers
+        if let text = try keys.string("inject_errors") {
+            guard let plan = FaultPlan(parsing: text) else { throw keys.error("inject_errors", "must be \(FaultPlan.syntax), not '\(text)'") }
+            export.faultPlan = plan
+        }
         if let problem = export.problem { throw ConfigError(export.location(of: problem.key), key: problem.key, problem.message) }
         return export
     }

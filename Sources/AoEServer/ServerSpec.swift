@@ -1,5 +1,6 @@
 import AoEWire
 import AoETarget
+import BlockDevices
 
 /// What the server serves: every export, and the settings that are the whole process's. Built from the
 /// config file or from the vblade-style command line (one export); a plain value, compared on reload.
@@ -42,6 +43,8 @@ public struct ExportSpec: Hashable, Sendable {
     public var allowAllATA = false
     public var ioEngine: IOEngine = .automatic
     public var workers = 16
+    /// Requests failed on purpose, for testing initiators; nil: none.
+    public var faultPlan: FaultPlan?
     /// Where it was written: "FILE:LINE" of its [[export]] table, and of each key, for error messages.
     public var origin = SourceLocation(file: "command line", line: 0)
     public var keyOrigins: [String: SourceLocation] = [:]
@@ -79,6 +82,7 @@ public struct ExportSpec: Hashable, Sendable {
         c.durableWrites = sync
         c.workers = workers
         c.ioEngine = ioEngine
+        c.faultPlan = faultPlan
         return c
     }
 }

@@ -33,7 +33,9 @@ public final class Target: @unchecked Sendable {
     // Event loop state (one thread).
     var scheduler = RequestScheduler()
     var freeSlots: [Int]
-    var pending: [PendingRequest?]
+    /// By slot: the request it holds while in flight (stale otherwise). Pointers, not arrays, for the per-slot
+    /// tables the loop touches several times per frame: no exclusivity check or uniqueness test per access.
+    let pending: UnsafeMutablePointer<PendingRequest>
     /// Admitted requests not yet submitted.
     var readyQueue: [Int] = []
     /// Requests received and not yet answered.
@@ -41,8 +43,8 @@ public final class Target: @unchecked Sendable {
     /// Per transfer (by the slot of its first request): its requests' slots and their data segments.
     private let members: UnsafeMutablePointer<Int32>
     private let segments: UnsafeMutablePointer<iovec>
-    private var memberCount: [Int]
-    private var transferBytes: [Int]
+    private let memberCount: UnsafeMutablePointer<Int>
+    private let transferBytes: UnsafeMutablePointer<Int>
     private var candidates: [MergeRule.Candidate] = []
     private var runs: [Int] = []
     private var commits: GroupCommit
@@ -91,13 +93,20 @@ public final class Target: @unchecked Sendable {
                          startInPage: Self.frameStartInPage(dataAlignment: device.capabilities.bufferAlignment))
         let slots = pool.slotCount
         freeSlots = Array((0..<slots).reversed())
-        pending = Array(repeating: nil, count: slots)
+        pending = .allocate(capacity: slots)
+        pending.initialize(repeating: PendingRequest(
+            frame: pool.frame(0), header: AoEHeader(destination: .broadcast, source: .broadcast, address: configuration.address,
+                                                    command: .issueATA, tag: Tag(rawValue: 0)),
+            ata: ATAHeader(flags: [], errFeature: 0, sectorCount: 0, cmdStatus: 0, lba: 0), operation: .flush, durable: false),
+            count: slots)
         readyQueue.reserveCapacity(slots)
         // Large but mostly untouched: only the blocks of slots that head a transfer are ever written.
         members = .allocate(capacity: slots * Self.maxMerge)
         segments = .allocate(capacity: slots * Self.maxMerge)
-        memberCount = Array(repeating: 0, count: slots)
-        transferBytes = Array(repeating: 0, count: slots)
+        memberCount = .allocate(capacity: slots)
+        memberCount.initialize(repeating: 0, count: slots)
+        transferBytes = .allocate(capacity: slots)
+        transferBytes.initialize(repeating: 0, count: slots)
         candidates.reserveCapacity(slots)
         runs.reserveCapacity(slots)
         commits = GroupCommit(capacity: slots)
@@ -112,9 +121,10 @@ public final class Target: @unchecked Sendable {
             precondition(passThroughPolicy == nil, "pass-through needs a device that supports it")
             passThrough = nil
         }
-        queue = Self.makeDeviceQueue(configuration: configuration, device: device,
-                                     tokens: slots + GroupCommit.maxCommits + 1, passThrough: passThrough != nil,
-                                     log: log, statistics: statistics)
+        let engine = Self.makeDeviceQueue(configuration: configuration, device: device,
+                                          tokens: slots + GroupCommit.maxCommits + 1, passThrough: passThrough != nil,
+                                          log: log, statistics: statistics)
+        queue = configuration.faultPlan.map { FaultInjectingDeviceQueue(engine, plan: $0) } ?? engine
         var identify = IdentifyParameters(
             sectors: device.sectorCount, model: configuration.model,
             serial: configuration.serial ?? Self.serial(for: device.identity),
@@ -127,6 +137,10 @@ public final class Target: @unchecked Sendable {
     }
 
     deinit {
+        pending.deinitialize(count: pool.slotCount)
+        pending.deallocate()
+        memberCount.deallocate()
+        transferBytes.deallocate()
         members.deallocate()
         segments.deallocate()
     }
@@ -157,7 +171,7 @@ public final class Target: @unchecked Sendable {
     }
 
     /// Whether device work is queued in io_uring.
-    public var usesIOUring: Bool { queue is IOUringDeviceQueue }
+    public var usesIOUring: Bool { ((queue as? FaultInjectingDeviceQueue)?.inner ?? queue) is IOUringDeviceQueue }
 
     /// For the start-up log line: where device I/O runs, and why, so a device served the wrong way shows in
     /// the first line.
@@ -221,20 +235,20 @@ public final class Target: @unchecked Sendable {
 
     /// One pass of the event loop: receive a batch and hand its device work to the queue, reap completions
     /// and answer them, queue a commit for the durable writes that wait, and push it all to the device in one
-    /// call. With nothing received and nothing completed, sleeps until frames arrive or a request completes.
-    /// Stopping: answers what is in flight, takes nothing new.
+    /// call. With nothing in the device queue, only frames can wake us: the receive itself waits for them (one
+    /// system call per batch, as a blocking loop). Otherwise, with nothing received and nothing completed, it
+    /// sleeps until frames arrive or a request completes. Stopping: answers what is in flight, takes nothing new.
     /// Returns the frames received and requests completed.
     @discardableResult
     func runPass(_ scratch: inout BatchScratch, stopping: Bool, mayWait: Bool = true) -> Int {
-        let received = stopping ? 0 : serveBatch(&scratch, wait: false)
+        let received = stopping ? 0 : serveBatch(&scratch, wait: mayWait && queue.outstanding == 0)
         let completed = reapCompletions()
         startCommit()
         if received == 0 && completed == 0 && mayWait {
-            if queue.outstanding == 0 && !stopping {
-                // Only frames can wake us: the blocking receive waits for them without a poll first.
-                _ = serveBatch(&scratch, wait: true)
-            } else {
-                queue.wait(readable: link.readinessDescriptor, timeout: 0.2)
+            if queue.outstanding > 0 {
+                queue.wait(readable: stopping ? nil : link.readinessDescriptor, timeout: 0.2)
+            } else if stopping {
+                usleepSeconds(0.001)   // what is left waits for a held commit (a test hook)
             }
         }
         queue.push()
@@ -603,8 +617,10 @@ public final class Target: @unchecked Sendable {
             pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)
             return .queued
         }
-        // An admitted read whose data is in the page cache is answered here, with this batch's replies.
-        if case .read(let lba, let count) = operation,
+        // An admitted read whose data is in the page cache is answered here, with this batch's replies: no
+        // trip through the queue. Memory-backed devices skip this: their queue runs on this thread anyway, and
+        // merges the frames of one I/O into one call where this would make one per frame.
+        if case .read(let lba, let count) = operation, !device.capabilities.neverBlocks,
            device.readIfCached(into: frame.payload(count: count * AoELayout.sectorSize), at: lba) {
             statistics.add(.reads)
             statistics.add(.cachedReads)
@@ -630,7 +646,7 @@ public final class Target: @unchecked Sendable {
     func submitReady() {
         candidates.removeAll(keepingCapacity: true)
         for slot in readyQueue {
-            let request = pending[slot]!
+            let request = pending[slot]
             switch request.operation {
             case .read(let lba, let count):
                 candidates.append(.init(slot: Int32(slot), kind: .read, lba: lba, sectors: count))
@@ -650,14 +666,14 @@ public final class Target: @unchecked Sendable {
             for k in 0..<run {
                 let slot = Int(candidates[next + k].slot)
                 members[base + k] = Int32(slot)
-                let payload = pending[slot]!.frame.payload(count: pending[slot]!.operation.dataBytes)
+                let payload = pending[slot].frame.payload(count: pending[slot].operation.dataBytes)
                 segments[base + k] = iovec(iov_base: payload.baseAddress, iov_len: payload.count)
                 bytes += payload.count
             }
             next += run
             memberCount[head] = run
             transferBytes[head] = bytes
-            let request = pending[head]!
+            let request = pending[head]
             let operation: DeviceRequest.Operation
             var lba: UInt64 = 0
             switch request.operation {
@@ -688,7 +704,6 @@ public final class Target: @unchecked Sendable {
         if finished.isEmpty { return reaped }
         for slot in finished {
             readyQueue.append(contentsOf: scheduler.finish(id: slot))
-            pending[slot] = nil
         }
         inFlight -= finished.count
         if !readyQueue.isEmpty { submitReady() }
@@ -712,10 +727,10 @@ public final class Target: @unchecked Sendable {
             return
         }
         let head = token
-        let first = pending[head]!
+        let first = pending[head]
         switch first.operation {
         case .flush:
-            finishFlush(&pending[head]!, failure: completion.failure)
+            finishFlush(&pending[head], failure: completion.failure)
             answered(head)
         case .passThrough(let command):
             let result = completion.passThrough!
@@ -724,7 +739,7 @@ public final class Target: @unchecked Sendable {
                 statistics.add(.deviceErrors)
                 log.frame(.error, "\(command.taskFile.command) for \(first.header.source) tag \(first.header.tag): \(failure); replying ABRT")
             }
-            finishATA(&pending[head]!.frame, first.header, first.ata, result.registers,
+            finishATA(&pending[head].frame, first.header, first.ata, result.registers,
                       dataBytes: result.dataArrived ? first.operation.dataBytes : 0)
             answered(head)
         default:
@@ -748,17 +763,17 @@ public final class Target: @unchecked Sendable {
         let base = head * Self.maxMerge
         for i in 0..<memberCount[head] {
             let slot = Int(members[base + i])
-            let request = pending[slot]!
+            let request = pending[slot]
             var dataBytes = 0
             if succeeded, case .read(_, let count) = request.operation { dataBytes = count * AoELayout.sectorSize }
-            finishATA(&pending[slot]!.frame, request.header, request.ata,
+            finishATA(&pending[slot].frame, request.header, request.ata,
                       ATADispatcher.reply(to: TaskFile(request.ata), succeeded: succeeded), dataBytes: dataBytes)
             answered(slot)
         }
     }
 
     private func answered(_ slot: Int) {
-        replies[finished.count] = pending[slot]!.frame
+        replies[finished.count] = pending[slot].frame
         finished.append(slot)
     }
 

@@ -1,4 +1,5 @@
 import AoEWire
+import BlockDevices
 
 /// Everything that describes one export, settled before it starts serving.
 public struct TargetConfiguration: Sendable {
@@ -20,6 +21,8 @@ public struct TargetConfiguration: Sendable {
     public var ioEngine: IOEngine = .automatic
     /// Threads running device I/O when it runs on threads; the bound on the kernel's own I/O threads with io_uring.
     public var workers = 16
+    /// Fail a share of device requests on purpose (a wrapper over whichever queue runs them); nil: none.
+    public var faultPlan: FaultPlan? = nil
     /// Upper bound on sectors in one command, whatever the MTU allows.
     public var maxSectorsPerCommand = 255
 

@@ -104,6 +104,9 @@ struct AoETargetCommand: ParsableCommand {
     @Option(help: "With the threads engine: threads doing device I/O, one request each in flight on the device. With io_uring: the bound on the kernel's worker threads for requests that must block.")
     var workers: Int = 16
 
+    @Option(name: .customLong("inject-errors"), help: ArgumentHelp("For testing how initiators handle a failing disk: fail this share of device requests with an I/O error (the initiator gets ABRT), chosen by a seeded generator, e.g. write:5 or read,flush:0.5:42.", valueName: "OPS:PERCENT[:SEED]"))
+    var injectErrors: String?
+
     @Flag(help: "FILE is a real ATA drive (/dev/sdX or /dev/sgN): send every ATA command to it through SG_IO (SAT ATA PASS-THROUGH) and return the drive's own registers. Commands outside the allowlist get ABRT.")
     var passthrough = false
 
@@ -128,7 +131,7 @@ struct AoETargetCommand: ParsableCommand {
     /// Options that belong in the config file when there is one.
     var exportOptionsGiven: Bool {
         buffers != 64 || readOnly || direct || sync || macMask != nil || offset != 0 || length != nil || !configString.isEmpty
-            || model != "Swift AoE target" || serial != nil || ioEngine != .automatic || workers != 16 || passthrough
+            || model != "Swift AoE target" || serial != nil || ioEngine != .automatic || workers != 16 || passthrough || injectErrors != nil
             || allowATA != nil || allowAllATA || pcap != nil || pcapLimit != nil || stateDirectory != nil
     }
 
@@ -197,6 +200,10 @@ struct AoETargetCommand: ParsableCommand {
         e.allowAllATA = allowAllATA
         e.ioEngine = ioEngine
         e.workers = workers
+        if let injectErrors {
+            guard let plan = FaultPlan(parsing: injectErrors) else { throw ValidationError("--inject-errors: must be \(FaultPlan.syntax), not '\(injectErrors)'") }
+            e.faultPlan = plan
+        }
         return e
     }
 

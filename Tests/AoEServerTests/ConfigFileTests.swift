@@ -1,6 +1,7 @@
 import XCTest
 @testable import AoEServer
 import AoETarget
+import BlockDevices
 import AoEWire
 
 final class ConfigFileTests: XCTestCase {
@@ -39,6 +40,7 @@ final class ConfigFileTests: XCTestCase {
             length = 4096
             io_engine = "threads"
             workers = 4
+            inject_errors = "write,flush:2.5:7"
 
             [[export]]
             shelf = 7
@@ -68,6 +70,7 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(a.lengthSectors, 4096)
         XCTAssertEqual(a.ioEngine, .threads)
         XCTAssertEqual(a.workers, 4)
+        XCTAssertEqual(a.faultPlan, FaultPlan(operations: [.write, .flush], percent: 2.5, seed: 7))
         XCTAssertEqual(a.origin.description, "aoe.toml:6")
         XCTAssertEqual(a.location(of: "workers").description, "aoe.toml:22")
         let b = spec.exports[1]
@@ -79,6 +82,7 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(c.bufferCount, 128)
         XCTAssertTrue(c.durableWrites)
         XCTAssertEqual(c.configString, Array("rack 4".utf8))
+        XCTAssertEqual(c.faultPlan, a.faultPlan)
     }
 
     func testDefaults() throws {
@@ -91,6 +95,7 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(e.ioEngine, .automatic)
         XCTAssertEqual([e.readOnly, e.direct, e.sync, e.passthrough], [false, false, false, false])
         XCTAssertEqual(e.mask, [])
+        XCTAssertNil(e.faultPlan)
     }
 
     let base = "[[export]]\nshelf = 1\nslot = 1\ninterfaces = [\"eth1\"]\npath = \"/srv/a.img\"\n"
@@ -120,6 +125,10 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(error(base + "workers = 0\n"), "aoe.toml:6: 'workers': 0 is out of range: use 1-256")
         XCTAssertEqual(error(base + "length = 0\n"), "aoe.toml:6: 'length': 0 is out of range: use 1-\(Int.max)")
         XCTAssertEqual(error(base + "io_engine = \"aio\"\n"), "aoe.toml:6: 'io_engine': must be one of auto, io_uring, threads, not 'aio'")
+        XCTAssertEqual(error(base + "inject_errors = \"write:101\"\n"),
+                       "aoe.toml:6: 'inject_errors': must be \(FaultPlan.syntax), not 'write:101'")
+        XCTAssertEqual(error(base + "inject_errors = \"trim:5\"\n"),
+                       "aoe.toml:6: 'inject_errors': must be \(FaultPlan.syntax), not 'trim:5'")
         XCTAssertEqual(error(base + "mac_mask = [\"02:00:00\"]\n"), "aoe.toml:6: 'mac_mask': '02:00:00' is not a MAC address (aa:bb:cc:dd:ee:ff)")
         XCTAssertEqual(error(base + "serial = \"123456789012345678901\"\n"), "aoe.toml:6: 'serial': is longer than 20 characters")
         XCTAssertEqual(error(base + "config_string = \"\(String(repeating: "x", count: 1025))\"\n"), "aoe.toml:6: 'config_string': is 1025 bytes; at most 1024")

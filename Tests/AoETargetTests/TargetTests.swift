@@ -698,6 +698,33 @@ final class TargetTests: XCTestCase {
         XCTAssertEqual(target.statistics[.flushes], 1)
     }
 
+    func testAFaultPlanWrapsIOUringAndFailsExactlyTheWritesItPicks() throws {
+        let path = try diskImage(sectors: 64)
+        defer { unlink(path) }
+        let plan = FaultPlan(operations: [.write], percent: 40, seed: 3)
+        start(device: try ImageDevice(path: path, options: .init())) {
+            $0.ioEngine = .ioUring
+            $0.faultPlan = plan
+        }
+        XCTAssertTrue(target.usesIOUring, "the wrapper sits over io_uring: \(target.ioDescription)")
+        XCTAssertTrue(target.ioDescription.contains("on purpose"), target.ioDescription)
+        // One write at a time, so each is one device request and the plan's picks are in order.
+        var failed: [Int] = []
+        for i in 0..<20 {
+            let reply = try XCTUnwrap(exchange(ata(.writeSectorsExt, tag: UInt32(i), lba: UInt64(2 * i), data: [UInt8](repeating: 0xF0, count: 512))))
+            if ataReply(reply).cmdStatus & 0x01 != 0 { failed.append(i) }
+        }
+        XCTAssertTrue((3...14).contains(failed.count), "40 % of 20 writes failed on purpose, not \(failed.count)")
+        let image = try Data(contentsOf: URL(fileURLWithPath: path))
+        for i in 0..<20 {
+            // A failed write never reached the file; every other one did.
+            XCTAssertEqual(image[2 * i * 512], failed.contains(i) ? UInt8(2 * i) : 0xF0, "write \(i)")
+        }
+        // Reads are not in the plan.
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.readSectorsExt, tag: 50, lba: 1)))).cmdStatus, 0x40)
+        XCTAssertEqual(target.statistics[.deviceErrors], failed.count)
+    }
+
     func testConcurrentDurableWritesBehindASlowFlushShareTheNextOne() throws {
         // A flush that takes as long as a disk's, on worker threads, and 16 writes that complete while the
         // first flush runs: they share the next one instead of paying one each.

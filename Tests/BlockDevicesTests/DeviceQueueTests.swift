@@ -137,4 +137,29 @@ final class DeviceQueueTests: XCTestCase {
             XCTAssertEqual(sector, [UInt8](repeating: 200, count: 512), "\(engine)")
         }
     }
+
+    func testFaultPlanSyntax() {
+        XCTAssertEqual(FaultPlan(parsing: "write:5"), FaultPlan(operations: [.write], percent: 5, seed: 1))
+        XCTAssertEqual(FaultPlan(parsing: "read,flush:0.5:42"), FaultPlan(operations: [.read, .flush], percent: 0.5, seed: 42))
+        XCTAssertEqual(FaultPlan(parsing: "all:100")?.operations, [.read, .write, .flush])
+        for bad in ["write", "write:", "write:101", "write:-1", "trim:5", ":5", "write:5:x", "write:5:1:2"] {
+            XCTAssertNil(FaultPlan(parsing: bad), bad)
+        }
+        XCTAssertEqual(FaultPlan(parsing: "flush,read:2:9")?.description, "read,flush:2.0:9")
+    }
+
+    func testTheFaultWrapperFailsOnlyWhatItsPlanNamesAndPassesTheRestThrough() throws {
+        let (inner, _) = try makeQueue(.ioUring)
+        let queue = FaultInjectingDeviceQueue(inner, plan: FaultPlan(operations: [.flush], percent: 100))
+        defer { queue.shutDown() }
+        let out = Segments(count: 1, sectors: 1)
+        defer { out.free() }
+        queue.submit(out.request(.write, lba: 0, token: 1))
+        queue.submit(.flush(token: 2))
+        let completions = reapAll(queue, count: 2)
+        XCTAssertNil(completions.first { $0.token == 1 }?.failure, "writes are not in the plan")
+        XCTAssertEqual(completions.first { $0.token == 2 }?.failure?.underlying.errno, EIO)
+        XCTAssertEqual(queue.injected, 1)
+        XCTAssertEqual(queue.outstanding, 0)
+    }
 }

@@ -64,6 +64,19 @@ check "O_DIRECT image, --io-engine threads: served by threads" grep -q "I/O on 1
 aoectl bench -i i0 1.6 --rw randread --qd 8 --bs 8k --count 1000 --region 0:32768 --verify-existing --seed 7 --json >"$WORK/threads.json"
 check "O_DIRECT image, threads: reads find what io_uring wrote" test "$(jq -c '[.verify_mismatches, .errors, (.verified_blocks > 0)]' "$WORK/threads.json")" = "[0,0,true]"
 stop_target
+# --inject-errors wraps whichever queue runs the I/O (here io_uring): every write fails with ABRT and never
+# reaches the image, reads are untouched.
+start_target "$WORK/fault.log" -d --inject-errors write:100 1 6 t0 "$DISK"
+check "fault plan: over io_uring, named in the start-up line" grep -q "I/O via io_uring; failing 100.0% of write on purpose" "$WORK/fault.log"
+sum_disk=$(md5sum <"$DISK")
+aoectl write -i i0 1.6 --lba 0 --input "$WORK/s.bin" 2>"$WORK/fault.err"; rc=$?
+check "fault plan: the write fails with ABRT" test $rc -ne 0 -a -n "$(grep ABRT "$WORK/fault.err")"
+aoectl bench -i i0 1.6 --rw randread --qd 8 --bs 8k --count 200 --region 0:32768 --verify-existing --seed 7 --json >"$WORK/fault.json"
+check "fault plan: reads still verify" test "$(jq -c '[.verify_mismatches, .errors]' "$WORK/fault.json")" = "[0,0]"
+stop_target
+check "fault plan: the image is unchanged" test "$(md5sum <"$DISK")" = "$sum_disk"
+expect_bad_plan=$(in_ns timeout 10 "$BIN/aoe-target" --inject-errors trim:5 1 6 t0 "$DISK" 2>&1)
+check "fault plan: a bad plan is a clear error" grep -q "inject-errors: must be OPS:PERCENT" <<<"$expect_bad_plan"
 rm -f "$DISK"
 
 # An image on tmpfs runs on the receive thread (it never waits for a disk): same answers, same data.
