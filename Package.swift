@@ -13,6 +13,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         .target(name: "CLinuxShims"),
@@ -32,8 +34,16 @@ let package = Package(
             "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
+        // The Prometheus endpoint: exposition of every export's counters and histograms over HTTP/1 (SwiftNIO).
+        .target(name: "AoEMetrics", dependencies: [
+            "AoETarget", "AoEWire", "ATACore", "LinuxSystem",
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         .executableTarget(name: "aoe-target", dependencies: [
-            "AoEServer", "AoETarget", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
+            "AoEServer", "AoEMetrics", "AoETarget", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "aoectl", dependencies: [
@@ -51,6 +61,7 @@ let package = Package(
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),
         .testTarget(name: "AoETargetTests", dependencies: ["AoETestSupport", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
         .testTarget(name: "PacketTransportTests", dependencies: ["PacketTransport", "AoEWire", "CLinuxShims"]),
+        .testTarget(name: "AoEMetricsTests", dependencies: ["AoEMetrics", "AoETarget", "AoEWire"]),
         .testTarget(name: "AoEServerTests", dependencies: ["AoEServer", "AoETarget", "AoEWire", "BlockDevices"]),
         .testTarget(name: "AoEInitiatorTests", dependencies: ["AoETestSupport", "AoEInitiator", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
     ],

@@ -14,7 +14,7 @@ import TOMLKit
 ///     path = "/dev/sdb"
 ///     sync = true
 public enum ConfigFile {
-    public static let topLevelKeys = ["state_dir", "log_level", "pcap", "pcap_limit", "export"]
+    public static let topLevelKeys = ["state_dir", "log_level", "pcap", "pcap_limit", "metrics", "export"]
     public static let exportKeys = [
         "shelf", "slot", "interfaces", "path", "read_only", "direct", "sync", "buffers", "mac_mask", "config_string",
         "model", "serial", "offset", "length", "passthrough", "allow_ata", "allow_all_ata", "io_engine", "workers",
@@ -48,6 +48,10 @@ public enum ConfigFile {
                 throw top.error("pcap_limit", "must be a size of at least 16K, e.g. \"100M\", not '\(limit)'")
             }
             spec.pcapLimit = Int(bytes)
+        }
+        if let text = try top.string("metrics") {
+            guard let address = ListenAddress(parsing: text) else { throw top.error("metrics", "must be \(ListenAddress.syntax), not '\(text)'") }
+            spec.metrics = address
         }
         guard let list = table["export"] else {
             throw ConfigError(SourceLocation(file: file, line: 0), "no [[export]] table: nothing to serve")

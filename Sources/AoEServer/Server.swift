@@ -2,6 +2,7 @@ import AoEWire
 import AoETarget
 import LinuxSystem
 import PacketTransport
+import Synchronization
 
 /// The whole process: every export of a `ServerSpec`, started together, reloaded as one, stopped as one.
 /// Start and reload open everything new before serving any of it, so a bad file changes nothing.
@@ -10,6 +11,7 @@ public final class Server: @unchecked Sendable {
     public let log: TargetLog
     private let pcap: PcapWriter?
     private var exports: [ShelfSlot: ExportRuntime] = [:]
+    private let served = Mutex<[ServedExport]>([])
 
     /// Opens every export (devices, state, sockets); throws the first problem and leaves nothing open.
     public init(spec: ServerSpec, log: TargetLog) throws(ConfigError) {
@@ -29,6 +31,7 @@ public final class Server: @unchecked Sendable {
 
     public func start() {
         for export in spec.exports { exports[export.address]?.start(log: log) }
+        publish()
         log.log(.info, "\(exports.count) export\(exports.count == 1 ? "" : "s") on \(Set(spec.exports.flatMap(\.interfaces)).sorted().joined(separator: ", "))")
     }
 
@@ -38,6 +41,7 @@ public final class Server: @unchecked Sendable {
         for export in exports.values { export.port.stop.store(true, ordering: .relaxed) }
         for export in exports.values { export.stop() }
         pcap?.close()
+        served.withLock { $0 = [] }
     }
 
     public var counters: [String] {
@@ -76,8 +80,9 @@ public final class Server: @unchecked Sendable {
     public func reload(to new: ServerSpec) throws(ConfigError) {
         let plan = Self.plan(from: spec, to: new)
         let newSpecs = Dictionary(uniqueKeysWithValues: new.exports.map { ($0.address, $0) })
-        if new.stateDirectory != spec.stateDirectory || new.pcap != spec.pcap || new.pcapLimit != spec.pcapLimit || new.logLevel != spec.logLevel {
-            log.log(.warning, "reload: state_dir, log_level, pcap and pcap_limit take effect at the next start")
+        if new.stateDirectory != spec.stateDirectory || new.pcap != spec.pcap || new.pcapLimit != spec.pcapLimit || new.logLevel != spec.logLevel
+            || new.metrics != spec.metrics {
+            log.log(.warning, "reload: state_dir, log_level, pcap, pcap_limit and metrics take effect at the next start")
         }
         var opened: [ShelfSlot: ExportRuntime] = [:]
         for (address, change) in plan where change == .add {
@@ -124,8 +129,29 @@ public final class Server: @unchecked Sendable {
         kept.pcap = spec.pcap
         kept.pcapLimit = spec.pcapLimit
         kept.logLevel = spec.logLevel
+        kept.metrics = spec.metrics
         // What is really served: an export that fell back to its previous settings (or failed) shows as such.
         kept.exports = new.exports.compactMap { exports[$0.address]?.spec }
         spec = kept
+        publish()
+    }
+
+    /// An export as the metrics exporter sees it.
+    public struct ServedExport: Sendable {
+        public var address: ShelfSlot
+        public var bufferCount: Int
+        public var statistics: TargetStatistics
+        public var metrics: ExportMetrics
+    }
+
+    /// The exports served now; safe to read from any thread (the metrics listener's).
+    public var servedExports: [ServedExport] { served.withLock { $0 } }
+
+    private func publish() {
+        let now = spec.exports.compactMap { e in
+            exports[e.address].map { ServedExport(address: e.address, bufferCount: e.buffers,
+                                                  statistics: $0.port.target.statistics, metrics: $0.port.target.metrics) }
+        }
+        served.withLock { $0 = now }
     }
 }

@@ -13,6 +13,8 @@ public struct ServerSpec: Hashable, Sendable {
     public var pcap: String?
     /// Bytes one pcap file may hold before it is rotated to FILE.1; nil: unbounded.
     public var pcapLimit: Int?
+    /// Where the Prometheus endpoint listens; nil: off.
+    public var metrics: ListenAddress?
 
     public init(exports: [ExportSpec], stateDirectory: String? = nil) {
         self.exports = exports
@@ -20,6 +22,28 @@ public struct ServerSpec: Hashable, Sendable {
     }
 
     public static let defaultStateDirectory = "/var/lib/aoe-target"
+}
+
+/// HOST:PORT for a TCP listener: "127.0.0.1:9110", "localhost:9110", "[::1]:9110", "0.0.0.0:9110".
+public struct ListenAddress: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    public init?(parsing text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, !host.contains(" ") else { return nil }
+        self.init(host: host, port: port)
+    }
+
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    public static let syntax = "HOST:PORT, e.g. 127.0.0.1:9110"
 }
 
 /// One export: a shelf.slot, the NICs it is served on, its backing path and how it is served.

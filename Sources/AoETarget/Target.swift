@@ -16,6 +16,7 @@ public final class Target: @unchecked Sendable {
     public let device: any BlockDevice
     public let link: any FrameLink
     public let statistics: TargetStatistics
+    public let metrics = ExportMetrics()
     public let log: TargetLog
     /// Config string, mask, reservation, write cache: saved on change.
     public let state: ExportState
@@ -61,12 +62,24 @@ public final class Target: @unchecked Sendable {
 
     private let mtu: Atomic<Int>
 
+    // Metrics (event loop only): when the current batch arrived, what the last ATA reply built was, and for
+    // the replies of a reap, their operation and bytes.
+    private var batchReceivedAt: UInt64 = 0
+    private var replyOperation: ExportMetrics.Operation?
+    private var replyBytes = 0
+    private let finishedOperations: UnsafeMutablePointer<ExportMetrics.Operation?>
+    private let finishedBytes: UnsafeMutablePointer<Int>
+    /// By token: when a flush was submitted.
+    private let flushSubmittedAt: UnsafeMutablePointer<UInt64>
+    private let retransmits = RetransmitDetector()
+
     struct PendingRequest {
         var frame: Frame
         var header: AoEHeader
         var ata: ATAHeader
         var operation: ATAOperation
         var durable: Bool
+        var receivedAt: UInt64
     }
 
     /// - Parameter passThroughPolicy: with an `ATAPassThroughDevice`, send every ATA command to the drive as
@@ -97,8 +110,16 @@ public final class Target: @unchecked Sendable {
         pending.initialize(repeating: PendingRequest(
             frame: pool.frame(0), header: AoEHeader(destination: .broadcast, source: .broadcast, address: configuration.address,
                                                     command: .issueATA, tag: Tag(rawValue: 0)),
-            ata: ATAHeader(flags: [], errFeature: 0, sectorCount: 0, cmdStatus: 0, lba: 0), operation: .flush, durable: false),
+            ata: ATAHeader(flags: [], errFeature: 0, sectorCount: 0, cmdStatus: 0, lba: 0), operation: .flush, durable: false,
+            receivedAt: 0),
             count: slots)
+        finishedOperations = .allocate(capacity: slots)
+        finishedOperations.initialize(repeating: nil, count: slots)
+        finishedBytes = .allocate(capacity: slots)
+        finishedBytes.initialize(repeating: 0, count: slots)
+        let tokens = slots + GroupCommit.maxCommits + 1
+        flushSubmittedAt = .allocate(capacity: tokens)
+        flushSubmittedAt.initialize(repeating: 0, count: tokens)
         readyQueue.reserveCapacity(slots)
         // Large but mostly untouched: only the blocks of slots that head a transfer are ever written.
         members = .allocate(capacity: slots * Self.maxMerge)
@@ -122,7 +143,7 @@ public final class Target: @unchecked Sendable {
             passThrough = nil
         }
         let engine = Self.makeDeviceQueue(configuration: configuration, device: device,
-                                          tokens: slots + GroupCommit.maxCommits + 1, passThrough: passThrough != nil,
+                                          tokens: tokens, passThrough: passThrough != nil,
                                           log: log, statistics: statistics)
         queue = configuration.faultPlan.map { FaultInjectingDeviceQueue(engine, plan: $0) } ?? engine
         var identify = IdentifyParameters(
@@ -141,6 +162,9 @@ public final class Target: @unchecked Sendable {
         pending.deallocate()
         memberCount.deallocate()
         transferBytes.deallocate()
+        finishedOperations.deallocate()
+        finishedBytes.deallocate()
+        flushSubmittedAt.deallocate()
         members.deallocate()
         segments.deallocate()
     }
@@ -252,6 +276,7 @@ public final class Target: @unchecked Sendable {
             }
         }
         queue.push()
+        metrics.requestsInFlight.store(inFlight, ordering: .relaxed)
         return received + completed
     }
 
@@ -264,17 +289,24 @@ public final class Target: @unchecked Sendable {
         var rxSlots: [Int]
         var txFrames: [Frame]
         var txSlots: [Int]
+        /// Per reply: the ATA operation it answers (nil: not an ATA command) and the data it moved.
+        var txOperations: [ExportMetrics.Operation?]
+        var txBytes: [Int]
         var txCount = 0
         init(batch: Int, placeholder: Frame) {
             rxFrames = Array(repeating: placeholder, count: batch)
             rxSlots = Array(repeating: 0, count: batch)
             txFrames = rxFrames
             txSlots = rxSlots
+            txOperations = Array(repeating: nil, count: batch)
+            txBytes = rxSlots
         }
 
-        mutating func reply(_ i: Int) {
+        mutating func reply(_ i: Int, operation: ExportMetrics.Operation?, bytes: Int) {
             txFrames[txCount] = rxFrames[i]
             txSlots[txCount] = rxSlots[i]
+            txOperations[txCount] = operation
+            txBytes[txCount] = bytes
             txCount += 1
             rxSlots[i] = -1
         }
@@ -317,12 +349,14 @@ public final class Target: @unchecked Sendable {
             received = 0
         }
         statistics.add(.framesReceived, received)
+        if received > 0 { batchReceivedAt = monotonicNanoseconds() }
 
         s.txCount = 0
         for i in 0..<received {
+            replyOperation = nil
             switch handle(&s.rxFrames[i], slot: s.rxSlots[i]) {
             case .reply:
-                s.reply(i)
+                s.reply(i, operation: replyOperation, bytes: replyBytes)
             case .queued:
                 s.rxSlots[i] = -1
             case .dropped:
@@ -332,7 +366,13 @@ public final class Target: @unchecked Sendable {
         // Submitted once the whole batch is in, so adjacent frames are merged.
         if !readyQueue.isEmpty { submitReady() }
         let txCount = s.txCount
-        if txCount > 0 { sendBatch(s.txFrames, count: txCount) }
+        if txCount > 0 {
+            sendBatch(s.txFrames, count: txCount)
+            let elapsed = monotonicNanoseconds() &- batchReceivedAt
+            for i in 0..<txCount {
+                if let operation = s.txOperations[i] { metrics.answered(operation, bytes: s.txBytes[i], nanoseconds: elapsed) }
+            }
+        }
         for i in 0..<batch where s.rxSlots[i] >= 0 { freeSlots.append(s.rxSlots[i]) }
         for i in 0..<txCount { freeSlots.append(s.txSlots[i]) }
         return received
@@ -443,6 +483,7 @@ public final class Target: @unchecked Sendable {
     /// An AoE error reply: the request's argument echoed (up to the 60-byte minimum) with E set.
     private func replyError(_ frame: inout Frame, _ header: AoEHeader, _ error: AoEError) -> Disposition {
         statistics.add(.aoeErrorsSent)
+        metrics.aoeError(error)
         log.frame(.info, "\(header.command) from \(header.source) tag \(header.tag): AoE error \(error.rawValue) (\(error))")
         header.reply(from: link.macAddress(port: frame.port), address: configuration.address, error: error).write(to: frame.buffer)
         frame.length = min(frame.length, AoELayout.minimumFrameSize)
@@ -536,6 +577,7 @@ public final class Target: @unchecked Sendable {
             switch passThrough.policy.decide(request, writeFlag: ata.flags.contains(.write), payloadLength: payloadLength, maxSectors: maxSectors) {
             case .refuse(let reason):
                 statistics.add(.passThroughRefused)
+                metrics.passThrough(opcode: ata.cmdStatus, refused: true)
                 log.frame(.warning, "refused for \(header.source): \(reason); replying ABRT")
                 finishATA(&frame, header, ata, .aborted(request), dataBytes: 0)
                 return .reply
@@ -575,6 +617,9 @@ public final class Target: @unchecked Sendable {
     private func enqueueDeviceWork(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation, slot: Int) -> Disposition {
         switch operation {
         case .read(let lba, let count), .write(let lba, let count):
+            if retransmits.seen(source: header.source, lba: lba, sectors: count, write: operation.writesMedia, now: batchReceivedAt) {
+                metrics.retransmitsSeen.add(1, ordering: .relaxed)
+            }
             return enqueue(&frame, header, ata, operation, slot: slot, range: (lba, UInt64(count)))
         case .flush:
             return enqueue(&frame, header, ata, operation, slot: slot, range: (0, device.sectorCount))
@@ -596,6 +641,8 @@ public final class Target: @unchecked Sendable {
         ata.replying(registers).write(to: frame.buffer)
         frame.length = AoELayout.ataHeaderSize + dataBytes
         frame.padToMinimum()
+        replyOperation = ExportMetrics.Operation.of(ATACommand(rawValue: ata.cmdStatus))
+        replyBytes = dataBytes
     }
 
     private func enqueue(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation,
@@ -614,7 +661,8 @@ public final class Target: @unchecked Sendable {
         let durable = operation.writesMedia && !state.writeCacheEnabled
         guard scheduler.admit(id: slot, start: range.0, count: range.1, writes: operation.writesMedia || barrier) else {
             inFlight += 1
-            pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)
+            pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable,
+                                           receivedAt: batchReceivedAt)
             return .queued
         }
         // An admitted read whose data is in the page cache is answered here, with this batch's replies: no
@@ -631,7 +679,8 @@ public final class Target: @unchecked Sendable {
             return .reply
         }
         inFlight += 1
-        pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable)
+        pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable,
+                                           receivedAt: batchReceivedAt)
         readyQueue.append(slot)
         return .queued
     }
@@ -685,6 +734,7 @@ public final class Target: @unchecked Sendable {
                 lba = start
             case .flush:
                 operation = .flush
+                flushSubmittedAt[head] = monotonicNanoseconds()
             case .passThrough(let command):
                 operation = .passThrough(command)
             default:
@@ -708,12 +758,21 @@ public final class Target: @unchecked Sendable {
         inFlight -= finished.count
         if !readyQueue.isEmpty { submitReady() }
         sendBatch(replies, count: finished.count)
+        let now = monotonicNanoseconds()
+        for (i, slot) in finished.enumerated() {
+            if let operation = finishedOperations[i] {
+                metrics.answered(operation, bytes: finishedBytes[i], nanoseconds: now &- pending[slot].receivedAt)
+            }
+        }
         freeSlots.append(contentsOf: finished)
         return reaped
     }
 
     private func complete(_ completion: DeviceCompletion) {
         let token = completion.token
+        if token >= commitToken || pending[token].operation == .flush {
+            metrics.flushLatency.record(nanoseconds: monotonicNanoseconds() &- flushSubmittedAt[token])
+        }
         if token >= commitToken {
             if token == commitToken + GroupCommit.maxCommits {
                 finalFlush = completion
@@ -735,6 +794,7 @@ public final class Target: @unchecked Sendable {
         case .passThrough(let command):
             let result = completion.passThrough!
             statistics.add(.passThroughCommands)
+            metrics.passThrough(opcode: first.ata.cmdStatus, refused: false)
             if let failure = result.failure {
                 statistics.add(.deviceErrors)
                 log.frame(.error, "\(command.taskFile.command) for \(first.header.source) tag \(first.header.tag): \(failure); replying ABRT")
@@ -755,6 +815,7 @@ public final class Target: @unchecked Sendable {
     /// Queues a commit (flush) for the durable writes waiting for one, when a commit is free.
     func startCommit() {
         guard !Self.holdCommits.load(ordering: .relaxed), let index = commits.startCommit() else { return }
+        flushSubmittedAt[commitToken + index] = monotonicNanoseconds()
         queue.submit(.flush(token: commitToken + index))
     }
 
@@ -768,12 +829,16 @@ public final class Target: @unchecked Sendable {
             if succeeded, case .read(_, let count) = request.operation { dataBytes = count * AoELayout.sectorSize }
             finishATA(&pending[slot].frame, request.header, request.ata,
                       ATADispatcher.reply(to: TaskFile(request.ata), succeeded: succeeded), dataBytes: dataBytes)
+            if succeeded, case .write(_, let count) = request.operation { replyBytes = count * AoELayout.sectorSize }
             answered(slot)
         }
     }
 
+    /// The reply in `slot`'s frame is ready; it leaves with the rest of this reap's.
     private func answered(_ slot: Int) {
         replies[finished.count] = pending[slot].frame
+        finishedOperations[finished.count] = replyOperation
+        finishedBytes[finished.count] = replyBytes
         finished.append(slot)
     }
 
@@ -806,6 +871,7 @@ public final class Target: @unchecked Sendable {
     /// then the queue's workers stop.
     private func drain() {
         if device.capabilities.writable {
+            flushSubmittedAt[commitToken + GroupCommit.maxCommits] = monotonicNanoseconds()
             queue.submit(.flush(token: commitToken + GroupCommit.maxCommits))
             finalFlush = nil
             while finalFlush == nil {

@@ -17,3 +17,10 @@ public func monotonicNanoseconds() -> UInt64 {
 public func usleepSeconds(_ seconds: Double) {
     _ = usleep(useconds_t(max(0, seconds * 1e6)))
 }
+
+/// CLOCK_REALTIME in seconds since the epoch (for reports, never for intervals).
+public func wallClockSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}

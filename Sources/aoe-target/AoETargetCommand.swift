@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import AoEWire
 import AoEServer
+import AoEMetrics
 import ATACore
 import AoETarget
 import BlockDevices
@@ -11,6 +12,7 @@ import Synchronization
 
 @main
 struct AoETargetCommand: ParsableCommand {
+    static let version = "0.10.0"
     static let configuration = CommandConfiguration(
         commandName: "aoe-target",
         abstract: "Export a disk image or block device as an ATA over Ethernet (AoEr11) target.",
@@ -48,7 +50,8 @@ struct AoETargetCommand: ParsableCommand {
         counters and exit 0.
 
         Needs root or CAP_NET_RAW (raw packet socket).
-        """)
+        """,
+        version: version)
 
     @Argument(help: "Shelf (AoE major) number, 0-65534. Linux rejects 4095.")
     var shelf: Int?
@@ -125,6 +128,9 @@ struct AoETargetCommand: ParsableCommand {
     @Option(name: .customLong("pcap-limit"), help: "With --pcap: rotate the capture when it reaches SIZE (e.g. 100M): the full file becomes FILE.1, replacing the previous one, so at most twice SIZE is kept. Default: unbounded.")
     var pcapLimit: String?
 
+    @Option(help: ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics (off by default). Bind to loopback (127.0.0.1) unless the network in between is trusted: the endpoint has no authentication.", valueName: "HOST:PORT"))
+    var metrics: String?
+
     @Flag(help: "Log every request (rate-limited) and debug details.")
     var verbose = false
 
@@ -132,7 +138,7 @@ struct AoETargetCommand: ParsableCommand {
     var exportOptionsGiven: Bool {
         buffers != 64 || readOnly || direct || sync || macMask != nil || offset != 0 || length != nil || !configString.isEmpty
             || model != "Swift AoE target" || serial != nil || ioEngine != .automatic || workers != 16 || passthrough || injectErrors != nil
-            || allowATA != nil || allowAllATA || pcap != nil || pcapLimit != nil || stateDirectory != nil
+            || allowATA != nil || allowAllATA || pcap != nil || pcapLimit != nil || stateDirectory != nil || metrics != nil
     }
 
     func validate() throws {
@@ -234,6 +240,10 @@ struct AoETargetCommand: ParsableCommand {
                 }
                 spec.pcapLimit = Int(bytes)
             }
+            if let metrics {
+                guard let address = ListenAddress(parsing: metrics) else { throw fail("--metrics \(metrics): give \(ListenAddress.syntax)") }
+                spec.metrics = address
+            }
         }
         if verbose { spec.logLevel = .debug }
         let log = TargetLog.standardError(minimum: spec.logLevel)
@@ -253,9 +263,19 @@ struct AoETargetCommand: ParsableCommand {
             // The command line has no file and line to name: say what is wrong as its flags would.
             throw fail(config == nil ? error.message : error.description)
         }
+        // The listener is bound before anything is served: an address in use stops the start, with its reason.
+        var metricsServer: MetricsServer? = nil
+        if let address = spec.metrics {
+            let exporter = MetricsExporter(version: Self.version) {
+                server.servedExports.map { MetricsSource(address: $0.address, bufferCount: $0.bufferCount, statistics: $0.statistics, metrics: $0.metrics) }
+            }
+            do { metricsServer = try MetricsServer(host: address.host, port: address.port, exporter: exporter) } catch { throw fail(error.description) }
+            log.log(.info, "metrics at http://\(metricsServer!.address)/metrics")
+        }
         server.start()
         SignalLoop(signals: signals, server: server, configPath: config, log: log).run()
         server.stop()
+        metricsServer?.close()
         for line in server.counters { log.log(.info, "stopped; counters: \(line)") }
     }
 }

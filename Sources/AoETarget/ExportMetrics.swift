@@ -1,0 +1,181 @@
+import Synchronization
+import ATACore
+import AoEWire
+
+/// Request latencies, written by the export's event loop with relaxed atomics (no lock, no allocation) and
+/// read by the metrics exporter at any time. Buckets resolve 10 µs to 10 s in 1-2-5 steps.
+public final class LatencyHistogram: @unchecked Sendable {
+    /// Upper bounds, in nanoseconds.
+    public static let bounds: [UInt64] = [
+        10_000, 20_000, 50_000, 100_000, 200_000, 500_000,
+        1_000_000, 2_000_000, 5_000_000, 10_000_000, 20_000_000, 50_000_000,
+        100_000_000, 200_000_000, 500_000_000, 1_000_000_000, 2_000_000_000, 5_000_000_000, 10_000_000_000,
+    ]
+    /// Per bucket (not cumulative), then one past the last bound.
+    private let buckets: UnsafeMutablePointer<Atomic<Int>>
+    private let total = Atomic<Int>(0)
+    private let sumNanoseconds = Atomic<UInt64>(0)
+
+    public init() {
+        buckets = .allocate(capacity: Self.bounds.count + 1)
+        for i in 0...Self.bounds.count { (buckets + i).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        buckets.deinitialize(count: Self.bounds.count + 1)
+        buckets.deallocate()
+    }
+
+    @inline(__always)
+    public func record(nanoseconds: UInt64) {
+        var i = 0
+        while i < Self.bounds.count && nanoseconds > Self.bounds[i] { i += 1 }
+        buckets[i].add(1, ordering: .relaxed)
+        total.add(1, ordering: .relaxed)
+        sumNanoseconds.add(nanoseconds, ordering: .relaxed)
+    }
+
+    public struct Snapshot: Sendable, Equatable {
+        /// Cumulative: observations at or below each bound, as Prometheus wants them.
+        public var cumulative: [Int]
+        public var count: Int
+        public var sumSeconds: Double
+    }
+
+    /// A consistent-enough view: each value is read once; the count is the sum of the buckets read, so the
+    /// +Inf bucket and the count always agree.
+    public func snapshot() -> Snapshot {
+        var cumulative: [Int] = []
+        cumulative.reserveCapacity(Self.bounds.count)
+        var running = 0
+        for i in 0..<Self.bounds.count {
+            running += buckets[i].load(ordering: .relaxed)
+            cumulative.append(running)
+        }
+        running += buckets[Self.bounds.count].load(ordering: .relaxed)
+        return Snapshot(cumulative: cumulative, count: running,
+                        sumSeconds: Double(sumNanoseconds.load(ordering: .relaxed)) / 1e9)
+    }
+}
+
+/// What an export's metrics add to its counters (`TargetStatistics`): latency by operation, bytes by
+/// operation, AoE errors by code, pass-through by opcode, retransmissions seen, requests in flight. Written by
+/// the export's event loop, read by the exporter.
+public final class ExportMetrics: @unchecked Sendable {
+    /// The `op` label: what kind of ATA command a request was.
+    public enum Operation: Int, CaseIterable, Sendable {
+        case read, write, flush, other
+
+        public var name: String { ["read", "write", "flush", "other"][rawValue] }
+
+        public static func of(_ command: ATACommand) -> Operation {
+            switch command {
+            case .readSectors, .readSectorsExt, .readDMA, .readDMAExt, .readVerifySectors, .readVerifySectorsExt: .read
+            case .writeSectors, .writeSectorsExt, .writeDMA, .writeDMAExt: .write
+            case .flushCache, .flushCacheExt: .flush
+            default: .other
+            }
+        }
+    }
+
+    /// From frame received to reply handed to the kernel, by operation; its count is the I/Os answered.
+    public let latency: [LatencyHistogram] = Operation.allCases.map { _ in LatencyHistogram() }
+    /// Device flushes (fdatasync, or the drive's flush): from submitted to completed.
+    public let flushLatency = LatencyHistogram()
+    private let bytes: UnsafeMutablePointer<Atomic<Int>>
+    /// By AoE error code (0-15; the spec defines 1-8).
+    private let aoeErrors: UnsafeMutablePointer<Atomic<Int>>
+    /// By ATA opcode.
+    private let passThroughSent: UnsafeMutablePointer<Atomic<Int>>
+    private let passThroughRefused: UnsafeMutablePointer<Atomic<Int>>
+    public let retransmitsSeen = Atomic<Int>(0)
+    public let requestsInFlight = Atomic<Int>(0)
+
+    public init() {
+        func counters(_ n: Int) -> UnsafeMutablePointer<Atomic<Int>> {
+            let p = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: n)
+            for i in 0..<n { (p + i).initialize(to: Atomic(0)) }
+            return p
+        }
+        bytes = counters(Operation.allCases.count)
+        aoeErrors = counters(16)
+        passThroughSent = counters(256)
+        passThroughRefused = counters(256)
+    }
+
+    deinit {
+        for (p, n) in [(bytes, Operation.allCases.count), (aoeErrors, 16), (passThroughSent, 256), (passThroughRefused, 256)] {
+            p.deinitialize(count: n)
+            p.deallocate()
+        }
+    }
+
+    @inline(__always)
+    public func answered(_ operation: Operation, bytes moved: Int, nanoseconds: UInt64) {
+        latency[operation.rawValue].record(nanoseconds: nanoseconds)
+        if moved > 0 { bytes[operation.rawValue].add(moved, ordering: .relaxed) }
+    }
+
+    public func aoeError(_ error: AoEError) { aoeErrors[Int(error.rawValue & 15)].add(1, ordering: .relaxed) }
+    public func passThrough(opcode: UInt8, refused: Bool) {
+        (refused ? passThroughRefused : passThroughSent)[Int(opcode)].add(1, ordering: .relaxed)
+    }
+
+    public func bytes(_ operation: Operation) -> Int { bytes[operation.rawValue].load(ordering: .relaxed) }
+    /// Nonzero counts only, by code.
+    public var aoeErrorsByCode: [(code: UInt8, count: Int)] {
+        (0..<16).compactMap { i in
+            let n = aoeErrors[i].load(ordering: .relaxed)
+            return n > 0 ? (UInt8(i), n) : nil
+        }
+    }
+    public func passThroughByOpcode(refused: Bool) -> [(opcode: UInt8, count: Int)] {
+        let p = refused ? passThroughRefused : passThroughSent
+        return (0..<256).compactMap { i in
+            let n = p[i].load(ordering: .relaxed)
+            return n > 0 ? (UInt8(i), n) : nil
+        }
+    }
+}
+
+/// Retransmissions as the target sees them: the same source asking for the same LBA range, the same way,
+/// again within `window` (Linux resends with a new tag, so tags cannot tell). A direct-mapped table of recent
+/// requests: constant work per request, no allocation; a collision forgets an entry (an undercount, never a
+/// false positive for a different request, since the whole key is compared). Pure: the caller passes the time.
+public struct RetransmitDetector: ~Copyable {
+    private static let size = 4096
+    private let keys: UnsafeMutablePointer<UInt64>
+    private let times: UnsafeMutablePointer<UInt64>
+    public let windowNanoseconds: UInt64
+
+    public init(windowSeconds: Double = 1) {
+        keys = .allocate(capacity: Self.size)
+        keys.initialize(repeating: 0, count: Self.size)
+        times = .allocate(capacity: Self.size)
+        times.initialize(repeating: 0, count: Self.size)
+        windowNanoseconds = UInt64(windowSeconds * 1e9)
+    }
+
+    deinit {
+        keys.deallocate()
+        times.deallocate()
+    }
+
+    /// Notes a request; true when the same one was seen within the window.
+    public func seen(source: MACAddress, lba: UInt64, sectors: Int, write: Bool, now: UInt64) -> Bool {
+        var key: UInt64 = 0xCBF2_9CE4_8422_2325
+        @inline(__always) func mix(_ v: UInt64) {
+            key = (key ^ v) &* 0x0000_0100_0000_01B3
+            key ^= key >> 29
+        }
+        mix(source.rawValue)
+        mix(lba)
+        mix(UInt64(sectors) << 1 | (write ? 1 : 0))
+        key |= 1   // 0 marks an empty entry
+        let i = Int(key % UInt64(Self.size))
+        let repeated = keys[i] == key && now &- times[i] < windowNanoseconds
+        keys[i] = key
+        times[i] = now
+        return repeated
+    }
+}
