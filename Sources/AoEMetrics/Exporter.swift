@@ -87,7 +87,7 @@ public final class MetricsExporter: Sendable {
             counter("ata_errors", "ATA error replies, by kind.", labels(s, [("kind", "idnf")]), st[.ataOutOfRange])
             for op in ExportMetrics.Operation.allCases {
                 counter("ios", "ATA commands answered, one per AoE request, by operation.", labels(s, [("op", op.name)]),
-                        m.latency[op.rawValue].snapshot().count)
+                        m.latency(op).snapshot().count)
                 counter("bytes", "Data moved by answered commands, by operation.", labels(s, [("op", op.name)]), m.bytes(op))
             }
             for (opcode, n) in m.passThroughByOpcode(refused: false) {
@@ -106,7 +106,7 @@ public final class MetricsExporter: Sendable {
                         help: "From frame received to reply handed to the kernel, by operation.",
                         series: exports.flatMap { s in
                             ExportMetrics.Operation.allCases.map { op in
-                                (labels(s, [("op", op.name)]), s.metrics.latency[op.rawValue].snapshot())
+                                (labels(s, [("op", op.name)]), s.metrics.latency(op).snapshot())
                             }
                         })
         renderHistogram(into: &text, name: "aoe_target_device_flush_duration_seconds",

@@ -3,7 +3,8 @@ import ATACore
 import AoEWire
 
 /// Request latencies, written by the export's event loop with relaxed atomics (no lock, no allocation) and
-/// read by the metrics exporter at any time. Buckets resolve 10 µs to 10 s in 1-2-5 steps.
+/// read by the metrics exporter at any time. Buckets resolve 10 µs to 10 s in 1-2-5 steps. One thread writes
+/// (the event loop), so an update is a relaxed load and store, not a locked read-modify-write.
 public final class LatencyHistogram: @unchecked Sendable {
     /// Upper bounds, in nanoseconds.
     public static let bounds: [UInt64] = [
@@ -13,7 +14,6 @@ public final class LatencyHistogram: @unchecked Sendable {
     ]
     /// Per bucket (not cumulative), then one past the last bound.
     private let buckets: UnsafeMutablePointer<Atomic<Int>>
-    private let total = Atomic<Int>(0)
     private let sumNanoseconds = Atomic<UInt64>(0)
 
     public init() {
@@ -30,9 +30,8 @@ public final class LatencyHistogram: @unchecked Sendable {
     public func record(nanoseconds: UInt64) {
         var i = 0
         while i < Self.bounds.count && nanoseconds > Self.bounds[i] { i += 1 }
-        buckets[i].add(1, ordering: .relaxed)
-        total.add(1, ordering: .relaxed)
-        sumNanoseconds.add(nanoseconds, ordering: .relaxed)
+        buckets[i].bump(1)
+        sumNanoseconds.store(sumNanoseconds.load(ordering: .relaxed) &+ nanoseconds, ordering: .relaxed)
     }
 
     public struct Snapshot: Sendable, Equatable {
@@ -79,7 +78,19 @@ public final class ExportMetrics: @unchecked Sendable {
     }
 
     /// From frame received to reply handed to the kernel, by operation; its count is the I/Os answered.
-    public let latency: [LatencyHistogram] = Operation.allCases.map { _ in LatencyHistogram() }
+    public let readLatency = LatencyHistogram(), writeLatency = LatencyHistogram()
+    public let flushCommandLatency = LatencyHistogram(), otherLatency = LatencyHistogram()
+
+    /// A switch, not an array: no reference counting per request.
+    @inline(__always)
+    public func latency(_ operation: Operation) -> LatencyHistogram {
+        switch operation {
+        case .read: readLatency
+        case .write: writeLatency
+        case .flush: flushCommandLatency
+        case .other: otherLatency
+        }
+    }
     /// Device flushes (fdatasync, or the drive's flush): from submitted to completed.
     public let flushLatency = LatencyHistogram()
     private let bytes: UnsafeMutablePointer<Atomic<Int>>
@@ -112,13 +123,13 @@ public final class ExportMetrics: @unchecked Sendable {
 
     @inline(__always)
     public func answered(_ operation: Operation, bytes moved: Int, nanoseconds: UInt64) {
-        latency[operation.rawValue].record(nanoseconds: nanoseconds)
-        if moved > 0 { bytes[operation.rawValue].add(moved, ordering: .relaxed) }
+        latency(operation).record(nanoseconds: nanoseconds)
+        if moved > 0 { bytes[operation.rawValue].bump(moved) }
     }
 
-    public func aoeError(_ error: AoEError) { aoeErrors[Int(error.rawValue & 15)].add(1, ordering: .relaxed) }
+    public func aoeError(_ error: AoEError) { aoeErrors[Int(error.rawValue & 15)].bump(1) }
     public func passThrough(opcode: UInt8, refused: Bool) {
-        (refused ? passThroughRefused : passThroughSent)[Int(opcode)].add(1, ordering: .relaxed)
+        (refused ? passThroughRefused : passThroughSent)[Int(opcode)].bump(1)
     }
 
     public func bytes(_ operation: Operation) -> Int { bytes[operation.rawValue].load(ordering: .relaxed) }
@@ -178,4 +189,10 @@ public struct RetransmitDetector: ~Copyable {
         times[i] = now
         return repeated
     }
+}
+
+extension Atomic where Value == Int {
+    /// Adds for a counter with one writer: a relaxed load and store (readers see old or new, never torn).
+    @inline(__always)
+    func bump(_ amount: Int) { store(load(ordering: .relaxed) &+ amount, ordering: .relaxed) }
 }

@@ -36,6 +36,14 @@ public struct RequestScheduler: Sendable {
     public static let waitingCapacity = 64
     public var waitingIsFull: Bool { waiting.count >= Self.waitingCapacity }
 
+    /// A plain loop over the list in place (no copy of the list, no closure).
+    private static func anyConflicts(_ ids: [Int], _ entries: [Entry?], _ entry: Entry) -> Bool {
+        for id in ids {
+            if let other = entries[id], conflicts(other, entry) { return true }
+        }
+        return false
+    }
+
     private static func conflicts(_ a: Entry, _ b: Entry) -> Bool {
         (a.writes || b.writes) && a.start < b.end && b.start < a.end
     }
@@ -49,8 +57,7 @@ public struct RequestScheduler: Sendable {
                           unfinishedIndex: unfinished.count, writerIndex: writes ? writers.count : -1)
         nextSequence += 1
         // Reads only conflict with writes; a write conflicts with anything that overlaps.
-        let candidates = writes ? unfinished : writers
-        entry.running = !candidates.contains { Self.conflicts(entries[$0]!, entry) }
+        entry.running = writes ? !Self.anyConflicts(unfinished, entries, entry) : !Self.anyConflicts(writers, entries, entry)
         entries[id] = entry
         unfinished.append(id)
         if writes { writers.append(id) }
@@ -63,8 +70,19 @@ public struct RequestScheduler: Sendable {
         guard id >= 0, id < entries.count, let entry = entries[id] else { preconditionFailure("finish of unknown request \(id)") }
         precondition(entry.running, "finish of request \(id), which was never started")
         entries[id] = nil
-        Self.remove(at: entry.unfinishedIndex, from: &unfinished, entries: &entries, index: \.unfinishedIndex)
-        if entry.writes { Self.remove(at: entry.writerIndex, from: &writers, entries: &entries, index: \.writerIndex) }
+        // Swap-remove from both lists, keeping each moved entry's stored position right.
+        let lastUnfinished = unfinished.removeLast()
+        if entry.unfinishedIndex < unfinished.count {
+            unfinished[entry.unfinishedIndex] = lastUnfinished
+            entries[lastUnfinished]!.unfinishedIndex = entry.unfinishedIndex
+        }
+        if entry.writes {
+            let lastWriter = writers.removeLast()
+            if entry.writerIndex < writers.count {
+                writers[entry.writerIndex] = lastWriter
+                entries[lastWriter]!.writerIndex = entry.writerIndex
+            }
+        }
         if waiting.isEmpty { return [] }
         var ready: [Int] = []
         var i = 0
@@ -90,12 +108,4 @@ public struct RequestScheduler: Sendable {
         return ready
     }
 
-    /// Swap-remove, keeping each moved entry's stored position right.
-    private static func remove(at position: Int, from list: inout [Int], entries: inout [Entry?], index: WritableKeyPath<Entry, Int>) {
-        let last = list.removeLast()
-        if position < list.count {
-            list[position] = last
-            entries[last]![keyPath: index] = position
-        }
-    }
 }

@@ -35,4 +35,12 @@ sed -e "s|/dev/disk/by-id/ata-EXAMPLE_SERIAL|$WORK/disk-a.img|" -e "s|/srv/aoe/v
     "$ROOT/deploy/aoe-target.toml" >"$WORK/example.toml"
 out=$(in_ns "$BIN/aoe-target" --check-config "$WORK/example.toml" 2>&1)
 check "deploy/aoe-target.toml passes --check-config (2 exports)" grep -q "OK, 2 exports" <<<"$out" || echo "$out"
+# With its metrics line switched on, too.
+sed -i 's|^# metrics = |metrics = |' "$WORK/example.toml"
+out=$(in_ns "$BIN/aoe-target" --check-config "$WORK/example.toml" 2>&1)
+check "deploy/aoe-target.toml with metrics on passes --check-config" grep -q "OK, 2 exports" <<<"$out" || echo "$out"
+need_tool promtool
+check "deploy/prometheus.yml: promtool check config" promtool check config "$ROOT/deploy/prometheus.yml"
+sed 's/scrape_interval: 15s/scrape_interval: 15 s/' "$ROOT/deploy/prometheus.yml" >"$WORK/bad-prometheus.yml"
+check "negative control: promtool refuses a broken scrape config" bash -c '! promtool check config "$1" >/dev/null 2>&1' _ "$WORK/bad-prometheus.yml"
 finish
