@@ -186,7 +186,7 @@ public final class Target: @unchecked Sendable {
         do {
             return try IOUringDeviceQueue(device: file, tokenCapacity: tokens, kernelWorkers: workers) { error, queued in
                 statistics.add(.ringSubmitRetries)
-                log.frame(.warning, "\(error); \(queued) request(s) stay queued and are submitted again")
+                log.frame(.submitRetry, .warning, "\(error); \(queued) request(s) stay queued and are submitted again")
             }
         } catch {
             log.log(configuration.ioEngine == .ioUring ? .error : .info,
@@ -313,11 +313,13 @@ public final class Target: @unchecked Sendable {
         }
     }
 
+    /// Once a second: re-reads the MTU and reports the log lines left out in the last window.
     func checkMTU(every seconds: Double, last: inout Double) {
         let now = monotonicSeconds()
         if now - last >= seconds {
             last = now
             refreshMTU()
+            log.reportSuppressed()
         }
     }
 
@@ -345,7 +347,7 @@ public final class Target: @unchecked Sendable {
             }
         } catch {
             statistics.add(.receiveErrors)
-            log.frame(.warning, "receive on \(link.interfaceName): \(error)")
+            log.frame(.receiveError, .warning, "receive on \(link.interfaceName): \(error)")
             usleepSeconds(0.05)
             received = 0
         }
@@ -389,7 +391,7 @@ public final class Target: @unchecked Sendable {
             } catch {
                 // ENOBUFS, ENETDOWN, EMSGSIZE after an MTU drop: count, skip that frame, keep serving.
                 statistics.add(.sendErrors)
-                log.frame(.warning, "send on \(link.interfaceName): \(error)")
+                log.frame(.sendError, .warning, "send on \(link.interfaceName): \(error)")
                 if error.errno == EMSGSIZE { refreshMTU() }
                 sent += 1
             }
@@ -403,7 +405,7 @@ public final class Target: @unchecked Sendable {
             statistics.add(.framesSent)
         } catch {
             statistics.add(.sendErrors)
-            log.frame(.warning, "send on \(link.interfaceName): \(error)")
+            log.frame(.sendError, .warning, "send on \(link.interfaceName): \(error)")
             if error.errno == EMSGSIZE { refreshMTU() }
         }
     }
@@ -476,7 +478,7 @@ public final class Target: @unchecked Sendable {
     private func changeState<R>(_ header: AoEHeader, _ transition: (inout ExportProtocolState) -> R) -> R? {
         do { return try state.update(transition) } catch {
             statistics.add(.stateSaveErrors)
-            log.frame(.error, "\(header.command) from \(header.source): \(error); not applied, request dropped")
+            log.frame(.stateSaveError, .error, "\(header.command) from \(header.source): \(error); not applied, request dropped")
             return nil
         }
     }
@@ -485,7 +487,7 @@ public final class Target: @unchecked Sendable {
     private func replyError(_ frame: inout Frame, _ header: AoEHeader, _ error: AoEError) -> Disposition {
         statistics.add(.aoeErrorsSent)
         metrics.aoeError(error)
-        log.frame(.info, "\(header.command) from \(header.source) tag \(header.tag): AoE error \(error.rawValue) (\(error))")
+        log.frame(.aoeError, .info, "\(header.command) from \(header.source) tag \(header.tag): AoE error \(error.rawValue) (\(error))")
         header.reply(from: link.macAddress(port: frame.port), address: configuration.address, error: error).write(to: frame.buffer)
         frame.length = min(frame.length, AoELayout.minimumFrameSize)
         frame.padToMinimum()
@@ -533,7 +535,7 @@ public final class Target: @unchecked Sendable {
             return replyError(&frame, header, error)
         case .reply(let reply):
             if request.command == .edit {
-                log.frame(.info, "MAC mask list edited by \(header.source): \(reply.directives.count) entries")
+                log.frame(.maskEdit, .info, "MAC mask list edited by \(header.source): \(reply.directives.count) entries")
             }
             header.reply(from: link.macAddress(port: frame.port), address: configuration.address).write(to: frame.buffer)
             frame.length = reply.write(to: frame.buffer)
@@ -556,7 +558,7 @@ public final class Target: @unchecked Sendable {
             return replyError(&frame, header, error)
         case .reply(let reply):
             if request.command != .read {
-                log.frame(.info, "reserve list set by \(header.source): \(reply.macs.count) entries")
+                log.frame(.reserveSet, .info, "reserve list set by \(header.source): \(reply.macs.count) entries")
             }
             header.reply(from: link.macAddress(port: frame.port), address: configuration.address).write(to: frame.buffer)
             frame.length = reply.write(to: frame.buffer)
@@ -579,7 +581,7 @@ public final class Target: @unchecked Sendable {
             case .refuse(let reason):
                 statistics.add(.passThroughRefused)
                 metrics.passThrough(opcode: ata.cmdStatus, refused: true)
-                log.frame(.warning, "refused for \(header.source): \(reason); replying ABRT")
+                log.frame(.passThroughRefused, .warning, "refused for \(header.source): \(reason); replying ABRT")
                 finishATA(&frame, header, ata, .aborted(request), dataBytes: 0)
                 return .reply
             case .aoeError(let error):
@@ -605,7 +607,7 @@ public final class Target: @unchecked Sendable {
         case .setWriteCache(let enabled):
             let durableExport = state.durableExport
             guard let allowed = changeState(header, { $0.setWriteCache(enabled, durableExport: durableExport) }) else { return .dropped }
-            if allowed { log.frame(.info, "write cache \(enabled ? "enabled" : "disabled") by \(header.source)") }
+            if allowed { log.frame(.writeCache, .info, "write cache \(enabled ? "enabled" : "disabled") by \(header.source)") }
             finishATA(&frame, header, ata, allowed ? .ok(request) : .aborted(request), dataBytes: 0)
             return .reply
         case .read, .write, .flush:
@@ -781,7 +783,7 @@ public final class Target: @unchecked Sendable {
             }
             if let failure = completion.failure {
                 statistics.add(.deviceErrors)
-                log.frame(.error, "flush covering durable write(s) failed: \(failure); replying ABRT")
+                log.frame(.deviceError, .error, "flush covering durable write(s) failed: \(failure); replying ABRT")
             }
             commits.finish(token - commitToken) { finishTransfer(head: $0, succeeded: completion.failure == nil) }
             return
@@ -798,7 +800,7 @@ public final class Target: @unchecked Sendable {
             metrics.passThrough(opcode: first.ata.cmdStatus, refused: false)
             if let failure = result.failure {
                 statistics.add(.deviceErrors)
-                log.frame(.error, "\(command.taskFile.command) for \(first.header.source) tag \(first.header.tag): \(failure); replying ABRT")
+                log.frame(.deviceError, .error, "\(command.taskFile.command) for \(first.header.source) tag \(first.header.tag): \(failure); replying ABRT")
             }
             finishATA(&pending[head].frame, first.header, first.ata, result.registers,
                       dataBytes: result.dataArrived ? first.operation.dataBytes : 0)
@@ -850,7 +852,7 @@ public final class Target: @unchecked Sendable {
         if requests > 1 { statistics.add(.mergedRequests, requests) }
         if let failure {
             statistics.add(.deviceErrors)
-            log.frame(.error, "\(first.operation) for \(first.header.source) tag \(first.header.tag)\(requests > 1 ? " and \(requests - 1) adjacent request(s)" : "") failed: \(failure); replying ABRT")
+            log.frame(.deviceError, .error, "\(first.operation) for \(first.header.source) tag \(first.header.tag)\(requests > 1 ? " and \(requests - 1) adjacent request(s)" : "") failed: \(failure); replying ABRT")
         } else {
             statistics.add(write ? .writes : .reads, requests)
             statistics.add(write ? .bytesWritten : .bytesRead, bytes)
@@ -861,7 +863,7 @@ public final class Target: @unchecked Sendable {
     func finishFlush(_ request: inout PendingRequest, failure: DeviceError?) {
         if let failure {
             statistics.add(.deviceErrors)
-            log.frame(.error, "flush for \(request.header.source) tag \(request.header.tag) failed: \(failure); replying ABRT")
+            log.frame(.deviceError, .error, "flush for \(request.header.source) tag \(request.header.tag) failed: \(failure); replying ABRT")
         } else {
             statistics.add(.flushes)
         }

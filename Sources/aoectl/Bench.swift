@@ -62,15 +62,17 @@ struct Bench: ParsableCommand {
             guard options.regionSectors >= UInt64(options.blockSectors) else { throw CLIError("region is smaller than one block") }
 
             let workload = BenchWorkload(options: options, queueDepth: qd)
+            let engine = BlockIOEngine(link: client.link, target: info, queueDepth: qd)
+            // On a terminal: one line a second that overwrites itself; the figures so far in the measured phase.
             let live = isatty(2) != 0
             if live {
-                workload.onProgress = { r in
-                    let line = String(format: "\r%.0f s: %.0f IOPS, %.1f MB/s, p99 %.0f us   ", r.seconds, r.iops, r.megabytesPerSecond,
-                                      Double(r.latency.valueAtPercentile(99)) / 1000)
+                workload.onProgress = { [unowned engine] r in
+                    let line = String(format: "\r%4.0f s  %8.0f IOPS  %8.1f MB/s  p50 %6.0f us  p99 %6.0f us  retransmits %ld  errors %ld ",
+                                      r.seconds, r.iops, r.megabytesPerSecond, Double(r.latency.valueAtPercentile(50)) / 1000,
+                                      Double(r.latency.valueAtPercentile(99)) / 1000, engine.retransmits, r.errors)
                     FileHandle.standardError.write(Data(line.utf8))
                 }
             }
-            let engine = BlockIOEngine(link: client.link, target: info, queueDepth: qd)
             try engine.run(workload)
             if live { FileHandle.standardError.write(Data("\n".utf8)) }
             let r = workload.report
@@ -102,6 +104,10 @@ struct Bench: ParsableCommand {
                 print("errors: \(r.errors)" + (r.firstError.map { " (first: \($0))" } ?? ""))
                 if verify || verifyExisting {
                     print("verified blocks: \(r.verifiedBlocks), mismatches: \(r.verifyMismatches)" + (r.firstMismatch.map { " (first: \($0))" } ?? ""))
+                }
+                if isatty(1) != 0 && r.ios > 0 {
+                    print("latency histogram:")
+                    for row in LatencyChart.rows(h) { print("  " + row) }
                 }
             }
             if r.errors > 0 || r.verifyMismatches > 0 { throw ExitCode(2) }

@@ -365,6 +365,45 @@ final class TargetTests: XCTestCase {
         XCTAssertGreaterThan(lines.count, 0)
     }
 
+    func testABurstOfTenThousandMaskEditsLogsABoundedNumberOfLinesAndSaysHowManyWereLeftOut() throws {
+        start(device: MemoryDevice(sectors: 100))
+        let edits = 10_000
+        // Adding the host that is already on the list: every edit is answered and logged, and changes nothing.
+        for chunk in stride(from: 0, to: edits, by: 500) {
+            link.inject(batch: (chunk..<(chunk + 500)).map { i in frame(command: .macMaskList, tag: UInt32(i), arg: [0, 1, 0, 1] + directive(.add, hostMAC)) })
+            XCTAssertEqual(link.waitForSent(500, timeoutSeconds: 10).count, 500)
+        }
+        // The counts of what was left out come when each window ends, flood over or not.
+        usleepSeconds(1.2)
+        _ = exchange(ata(.identifyDevice, tag: 99_999))
+        usleepSeconds(0.3)
+        let logged = logLines.all.filter { $0.contains("MAC mask list edited") }.count
+        let leftOut = logLines.all.compactMap { line -> Int? in
+            guard let r = line.range(of: " more mask list edits in the last second, not logged") else { return nil }
+            return Int(line[..<r.lowerBound].split(separator: " ").last ?? "")
+        }.reduce(0, +)
+        XCTAssertGreaterThan(logged, 0)
+        XCTAssertLessThanOrEqual(logged, 10 * 12, "at most 10 lines a second, and the burst took seconds at most: \(logged)")
+        XCTAssertEqual(logged + leftOut, edits, "every edit is either logged or counted: \(logged) + \(leftOut)")
+    }
+
+    func testAFloodOfOneKindOfLineNeverHidesAnother() {
+        let lines = EventLog()
+        let log = TargetLog(minimum: .info) { lines.append($0) }
+        for i in 0..<1000 { log.frame(.passThroughRefused, .warning, "refused \(i)") }
+        log.frame(.deviceError, .error, "the disk failed")
+        XCTAssertTrue(lines.all.contains { $0.contains("the disk failed") }, "an error after a flood of warnings is logged")
+        XCTAssertEqual(lines.all.filter { $0.contains("refused ") }.count, 10)
+        // Negative control: within the window nothing more of the flooded kind gets through.
+        log.frame(.passThroughRefused, .warning, "refused again")
+        XCTAssertFalse(lines.all.contains { $0.contains("refused again") })
+        log.reportSuppressed()
+        XCTAssertFalse(lines.all.contains { $0.contains("not logged") }, "the window has not ended yet")
+        usleepSeconds(1.05)
+        log.reportSuppressed()
+        XCTAssertTrue(lines.all.contains { $0.contains("warning: 991 more refused pass-through commands in the last second, not logged") }, "\(lines.all.suffix(2))")
+    }
+
     func testConfigStringCommands() throws {
         start(device: MemoryDevice(sectors: 100))
         func config(_ command: ConfigCommand, _ text: String, tag: UInt32) -> [UInt8] {
