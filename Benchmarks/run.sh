@@ -4,7 +4,7 @@
 #
 #   sudo Benchmarks/run.sh [--quick] [--duration S] [--rounds N] [--mtu "1500 9000"] [--keep]
 #                          [--targets "aoe/tmpfs null ..."] [--workloads "4k-randread-qd32 ..."]
-#                          [--baseline BIN]
+#                          [--baseline BIN] [--out DIR]
 #
 # Builds release binaries and the C client, creates namespace aoe-bench-PID with veth pair bt (target end) /
 # bi (initiator end), runs every (target, workload, client) in interleaved rounds (round 1: A B C ..., round
@@ -13,10 +13,12 @@
 # --baseline BIN adds base/tmpfs, base/disk-direct and base/disk-sync: the same rows served by another aoe-target
 # binary (e.g. a release build of the commit before a change), interleaved with the current one in the same run,
 # and a "before/after" section with current / baseline per row.
-# See Benchmarks/README.md for what each row means.
+# --out DIR (default Benchmarks/results) receives results.json (every run: target, workload, client, round,
+# IOPS, MB/s, p50/p99, CPU per I/O, retransmits, errors) and iops.svg, the mean IOPS per target and workload
+# drawn with gnuplot. See Benchmarks/README.md for what each row means.
 set -uo pipefail
 
-QUICK=0 DURATION='' ROUNDS=2 MTUS='' KEEP=0 ONLY_TARGETS='' ONLY_WORKLOADS='' BASELINE=''
+QUICK=0 DURATION='' ROUNDS=2 MTUS='' KEEP=0 ONLY_TARGETS='' ONLY_WORKLOADS='' BASELINE='' OUT=''
 usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -25,6 +27,7 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift ;;
         --mtu) MTUS=${2:?--mtu needs a list like \"1500 9000\"}; shift ;;
         --keep) KEEP=1 ;;
+        --out) OUT=${2:?--out needs a folder}; shift ;;
         --targets) ONLY_TARGETS=${2:?--targets needs a list}; shift ;;
         --workloads) ONLY_WORKLOADS=${2:?--workloads needs a list}; shift ;;
         --baseline) BASELINE=${2:?--baseline needs an aoe-target binary}; shift ;;
@@ -361,4 +364,43 @@ if [ -s "$W/rss.tsv" ]; then
     echo "peak resident memory (VmHWM) of each target process, KiB, largest over its runs:"
     awk -F'\t' '{ if (!($1 in m) || $2 > m[$1]) m[$1] = $2 } END { for (k in m) printf "  %-24s %8d\n", k, m[k] }' "$W/rss.tsv" | sort
 fi
+
+# ---------------------------------------------------------------- results.json and the chart
+OUT=${OUT:-$REPO/Benchmarks/results}
+mkdir -p "$OUT"
+jq -R -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg rounds "$ROUNDS" --arg duration "$DURATION" '
+    { date: $date, rounds: ($rounds | tonumber), seconds_per_run: ($duration | tonumber),
+      runs: [ split("\n")[] | select(length > 0) | split("\t")
+              | { mtu: .[0], target: .[1], workload: .[2], client: .[3], round: (.[4] | tonumber), status: .[5] }
+                + (if .[5] == "ok" then { iops: (.[6] | tonumber), mbps: (.[7] | tonumber), p50_us: (.[8] | tonumber),
+                     p99_us: (.[9] | tonumber), cpu_us_per_io: (.[10] | tonumber? // null),
+                     retransmits: (.[11] | tonumber? // null), errors: (.[12] | tonumber? // null) } else {} end) ] }' \
+    "$RESULTS" >"$OUT/results.json"
+# Mean IOPS of the aoectl runs (fio for fio/disk), one row per MTU and workload, one column per target.
+jq -r '
+    [ .runs[] | select(.status == "ok" and (.client == "aoectl" or .client == "fio")) ] as $ok
+    | ($ok | map(.target) | unique) as $targets
+    | ("workload\t" + ($targets | join("\t"))),
+      ( $ok | group_by([.mtu, .workload])[]
+        | . as $g
+        | ("\(.[0].workload) (\(if .[0].mtu == "-" then "local" else "MTU \(.[0].mtu)" end))\t" + ([ $targets[] as $t | ([ $g[] | select(.target == $t) | .iops ] | if length > 0 then add / length else "NaN" end) | tostring ] | join("\t"))) )' \
+    "$OUT/results.json" >"$W/means.tsv"
+columns=$(head -1 "$W/means.tsv" | awk -F'\t' '{ print NF }')
+gnuplot <<GNUPLOT 2>"$W/gnuplot.err" || log "gnuplot failed: $(cat "$W/gnuplot.err")"
+set terminal svg size 1100,520 dynamic font "sans,11"
+set output "$OUT/iops.svg"
+set datafile separator "\t"
+set datafile missing "NaN"
+set title "aoe-target, vblade and a null target: mean IOPS over $ROUNDS rounds (higher is better)"
+set style data histograms
+set style histogram clustered gap 2
+set style fill solid 0.85 border -1
+set ylabel "IOPS"
+set yrange [0:*]
+set grid ytics
+set key outside right top
+set xtics rotate by -20 left
+plot for [i=2:$columns] "$W/means.tsv" using i:xtic(1) title columnheader(i)
+GNUPLOT
+log "results: $OUT/results.json, chart: $OUT/iops.svg"
 log "total time $(( $(date +%s) - T_START )) s"

@@ -49,6 +49,7 @@ passthrough binutils             strip
 bench       fio                  fio
 bench       vblade               vblade
 bench       jq                   jq
+bench       gnuplot-nox          gnuplot
 '
 DEPS_GROUPS="build demo e2e interop passthrough bench"
 
