@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .target(name: "CLinuxShims"),
@@ -25,7 +26,10 @@ let package = Package(
         .target(name: "LinuxSystem", dependencies: ["CLinuxShims", "CIOUring"]),
         .target(name: "BlockDevices", dependencies: ["ATACore", "LinuxSystem", "CLinuxShims"]),
         .target(name: "PacketTransport", dependencies: ["AoEWire", "LinuxSystem", "CLinuxShims", "CPcap"]),
-        .target(name: "AoETarget", dependencies: ["AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem"]),
+        .target(name: "AoETarget", dependencies: [
+            "AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "AoEInitiator", dependencies: [
             "AoEWire", "ATACore", "PacketTransport", "LinuxSystem",
             .product(name: "Histogram", package: "hdrhistogram-swift"),

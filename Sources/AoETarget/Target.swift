@@ -478,7 +478,7 @@ public final class Target: @unchecked Sendable {
     private func changeState<R>(_ header: AoEHeader, _ transition: (inout ExportProtocolState) -> R) -> R? {
         do { return try state.update(transition) } catch {
             statistics.add(.stateSaveErrors)
-            log.frame(.stateSaveError, .error, "\(header.command) from \(header.source): \(error); not applied, request dropped")
+            log.frame(.stateSaveError, .error, "\(header.command): \(error); not applied, request dropped", peer: header.source, tag: header.tag.rawValue)
             return nil
         }
     }
@@ -487,7 +487,7 @@ public final class Target: @unchecked Sendable {
     private func replyError(_ frame: inout Frame, _ header: AoEHeader, _ error: AoEError) -> Disposition {
         statistics.add(.aoeErrorsSent)
         metrics.aoeError(error)
-        log.frame(.aoeError, .info, "\(header.command) from \(header.source) tag \(header.tag): AoE error \(error.rawValue) (\(error))")
+        log.frame(.aoeError, .info, "\(header.command): AoE error \(error.rawValue) (\(error))", peer: header.source, tag: header.tag.rawValue)
         header.reply(from: link.macAddress(port: frame.port), address: configuration.address, error: error).write(to: frame.buffer)
         frame.length = min(frame.length, AoELayout.minimumFrameSize)
         frame.padToMinimum()
@@ -535,7 +535,7 @@ public final class Target: @unchecked Sendable {
             return replyError(&frame, header, error)
         case .reply(let reply):
             if request.command == .edit {
-                log.frame(.maskEdit, .info, "MAC mask list edited by \(header.source): \(reply.directives.count) entries")
+                log.frame(.maskEdit, .info, "MAC mask list edited: \(reply.directives.count) entries", peer: header.source)
             }
             header.reply(from: link.macAddress(port: frame.port), address: configuration.address).write(to: frame.buffer)
             frame.length = reply.write(to: frame.buffer)
@@ -558,7 +558,7 @@ public final class Target: @unchecked Sendable {
             return replyError(&frame, header, error)
         case .reply(let reply):
             if request.command != .read {
-                log.frame(.reserveSet, .info, "reserve list set by \(header.source): \(reply.macs.count) entries")
+                log.frame(.reserveSet, .info, "reserve list set: \(reply.macs.count) entries", peer: header.source)
             }
             header.reply(from: link.macAddress(port: frame.port), address: configuration.address).write(to: frame.buffer)
             frame.length = reply.write(to: frame.buffer)
@@ -581,7 +581,7 @@ public final class Target: @unchecked Sendable {
             case .refuse(let reason):
                 statistics.add(.passThroughRefused)
                 metrics.passThrough(opcode: ata.cmdStatus, refused: true)
-                log.frame(.passThroughRefused, .warning, "refused for \(header.source): \(reason); replying ABRT")
+                log.frame(.passThroughRefused, .warning, "pass-through refused: \(reason); replying ABRT", peer: header.source, tag: header.tag.rawValue)
                 finishATA(&frame, header, ata, .aborted(request), dataBytes: 0)
                 return .reply
             case .aoeError(let error):
@@ -607,7 +607,7 @@ public final class Target: @unchecked Sendable {
         case .setWriteCache(let enabled):
             let durableExport = state.durableExport
             guard let allowed = changeState(header, { $0.setWriteCache(enabled, durableExport: durableExport) }) else { return .dropped }
-            if allowed { log.frame(.writeCache, .info, "write cache \(enabled ? "enabled" : "disabled") by \(header.source)") }
+            if allowed { log.frame(.writeCache, .info, "write cache \(enabled ? "enabled" : "disabled")", peer: header.source) }
             finishATA(&frame, header, ata, allowed ? .ok(request) : .aborted(request), dataBytes: 0)
             return .reply
         case .read, .write, .flush:
@@ -800,7 +800,7 @@ public final class Target: @unchecked Sendable {
             metrics.passThrough(opcode: first.ata.cmdStatus, refused: false)
             if let failure = result.failure {
                 statistics.add(.deviceErrors)
-                log.frame(.deviceError, .error, "\(command.taskFile.command) for \(first.header.source) tag \(first.header.tag): \(failure); replying ABRT")
+                log.frame(.deviceError, .error, "\(command.taskFile.command): \(failure); replying ABRT", peer: first.header.source, tag: first.header.tag.rawValue)
             }
             finishATA(&pending[head].frame, first.header, first.ata, result.registers,
                       dataBytes: result.dataArrived ? first.operation.dataBytes : 0)
@@ -852,7 +852,7 @@ public final class Target: @unchecked Sendable {
         if requests > 1 { statistics.add(.mergedRequests, requests) }
         if let failure {
             statistics.add(.deviceErrors)
-            log.frame(.deviceError, .error, "\(first.operation) for \(first.header.source) tag \(first.header.tag)\(requests > 1 ? " and \(requests - 1) adjacent request(s)" : "") failed: \(failure); replying ABRT")
+            log.frame(.deviceError, .error, "\(first.operation)\(requests > 1 ? " and \(requests - 1) adjacent request(s)" : "") failed: \(failure); replying ABRT", peer: first.header.source, tag: first.header.tag.rawValue)
         } else {
             statistics.add(write ? .writes : .reads, requests)
             statistics.add(write ? .bytesWritten : .bytesRead, bytes)
@@ -863,7 +863,7 @@ public final class Target: @unchecked Sendable {
     func finishFlush(_ request: inout PendingRequest, failure: DeviceError?) {
         if let failure {
             statistics.add(.deviceErrors)
-            log.frame(.deviceError, .error, "flush for \(request.header.source) tag \(request.header.tag) failed: \(failure); replying ABRT")
+            log.frame(.deviceError, .error, "flush failed: \(failure); replying ABRT", peer: request.header.source, tag: request.header.tag.rawValue)
         } else {
             statistics.add(.flushes)
         }

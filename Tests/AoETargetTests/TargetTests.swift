@@ -387,6 +387,22 @@ final class TargetTests: XCTestCase {
         XCTAssertEqual(logged + leftOut, edits, "every edit is either logged or counted: \(logged) + \(leftOut)")
     }
 
+    func testLogLinesCarryTheirContextAsMetadataInBothStyles() {
+        let lines = EventLog()
+        let peer = MACAddress("02:00:00:00:00:07")!
+        let journal = TargetLog(minimum: .info, style: .journal) { lines.append($0) }.labelled("e1.2@eth1")
+        journal.frame(.deviceError, .error, "read failed", peer: peer, tag: 0x2a)
+        journal.log(.info, "serving")
+        journal.log(.debug, "below the minimum")
+        let terminal = TargetLog(minimum: .info, style: .terminal) { lines.append($0) }
+        terminal.log(.warning, "no export", peer: peer)
+        XCTAssertEqual(lines.all, [
+            "<3>e1.2@eth1: read failed peer=02:00:00:00:00:07 tag=0x2a",
+            "<6>e1.2@eth1: serving",
+            "aoe-target: warning: no export peer=02:00:00:00:00:07",
+        ])
+    }
+
     func testAFloodOfOneKindOfLineNeverHidesAnother() {
         let lines = EventLog()
         let log = TargetLog(minimum: .info) { lines.append($0) }

@@ -4,7 +4,7 @@
 # truncated frame shows as a drop by cause, and the text passes promtool. A second listener on the same
 # address is refused with a clear error, before anything is served.
 . "$(dirname "$0")/lib.sh"
-need_tool curl promtool python3
+need_tool curl promtool perl
 net_up 1500
 IMG=$(mktemp -p /dev/shm aoe-e2e-metrics.XXXXXX)
 truncate -s 64M "$IMG"
@@ -48,13 +48,14 @@ check "promtool accepts the text under load" in_ns sh -c "promtool check metrics
 
 # A frame cut short after the shelf.slot (20 bytes: no tag) passes the kernel filter and is dropped as truncated.
 dst=$(mac_of t0) src=$(mac_of i0)
-in_ns python3 -c "
-import socket
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind(('i0', 0))
-mac = lambda m: bytes.fromhex(m.replace(':', ''))
-s.send(mac('$dst') + mac('$src') + b'\x88\xa2' + bytes([0x10, 0, 0, 1, 1, 0]))
-"
+ifindex=$(in_ns cat /sys/class/net/i0/ifindex)
+# perl (perl-base, on every Debian) sends one raw frame: AF_PACKET 17, SOCK_RAW 3, ETH_P_ALL 0x0300 (network order).
+in_ns perl -MSocket -e '
+    socket(my $s, 17, 3, 0x0300) or die "socket: $!";
+    my $to = pack("S n i S C C a8", 17, 0x88A2, '"$ifindex"', 0, 0, 0, "");
+    my ($dst, $src) = map { pack("H12", s/://gr) } @ARGV;
+    send($s, $dst . $src . "\x88\xa2" . pack("C6", 0x10, 0, 0, 1, 1, 0), 0, $to) or die "send: $!";
+' "$dst" "$src"
 sleep 0.3
 scrape >"$WORK/m2.txt"
 check "a truncated frame shows as a drop by cause" \
