@@ -153,9 +153,22 @@ final class ExportRuntime: @unchecked Sendable {
 
     /// Applies the protocol-state keys of a reloaded spec whose value in the file changed: the admin's newer
     /// word wins over what was saved. Returns what was applied, for the log.
+    /// A setting that cannot change while serving (a read-only device asked to take writes, a Buffer Count
+    /// beyond the export's frame slots): the export must be reopened.
+    struct NeedsReopen: Error, CustomStringConvertible {
+        var key: String
+        var description: String { "\(key) cannot change without reopening the export" }
+    }
+
+    /// Applies a reload's mask, config string, buffers, read_only and sync to the live export: no request is
+    /// dropped and nothing is reopened. Returns the keys applied.
     func applyStateChanges(to new: ExportSpec) throws -> [String] {
         let old = spec
+        let target = port.target
+        if new.buffers != old.buffers && new.buffers > target.bufferCountCapacity { throw NeedsReopen(key: "buffers") }
+        if new.readOnly != old.readOnly && !new.readOnly && !device.capabilities.writable { throw NeedsReopen(key: "read_only") }
         var applied: [String] = []
+        // What is saved first (it can fail, and then nothing has changed), then what cannot fail.
         try state.update { state in
             if new.mask != old.mask {
                 state.access = ExportAccess(mask: new.mask, reservation: state.access.reservation)
@@ -165,6 +178,18 @@ final class ExportRuntime: @unchecked Sendable {
                 state.configString = ConfigStringState(Array(new.configString.utf8))
                 applied.append("config_string")
             }
+        }
+        if new.sync != old.sync {
+            try state.setDurableExport(new.sync)
+            applied.append("sync")
+        }
+        if new.buffers != old.buffers {
+            _ = target.setBufferCount(new.buffers)
+            applied.append("buffers")
+        }
+        if new.readOnly != old.readOnly {
+            _ = target.setReadOnly(new.readOnly)
+            applied.append("read_only")
         }
         spec = new
         return applied

@@ -55,7 +55,9 @@ public final class Server: @unchecked Sendable {
         /// interfaces, io_engine, ...): the export is drained (requests in flight answered, device flushed),
         /// closed and opened again with the new settings and the same protocol state.
         case restart
-        /// Only the configured mask or config string changed: applied to the live state, nothing restarts.
+        /// Only settings that can change while serving changed (mask, config string, buffers, read_only, sync):
+        /// applied to the live export, no request dropped, nothing reopened. (Should one turn out to need the
+        /// device reopened, such as read_only off on a device opened read-only, the export restarts instead.)
         case applyState
         case keep
     }
@@ -68,6 +70,9 @@ public final class Server: @unchecked Sendable {
             var stateOnly = export
             stateOnly.mask = previous.mask
             stateOnly.configString = previous.configString
+            stateOnly.buffers = previous.buffers
+            stateOnly.readOnly = previous.readOnly
+            stateOnly.sync = previous.sync
             plan[export.address] = export.sameSettings(as: previous) ? .keep : stateOnly.sameSettings(as: previous) ? .applyState : .restart
         }
         for export in old.exports where plan[export.address] == nil { plan[export.address] = .remove }
@@ -104,24 +109,15 @@ public final class Server: @unchecked Sendable {
                 guard let export = exports[address] else { break }
                 do {
                     let applied = try export.applyStateChanges(to: newSpecs[address]!)
-                    log.log(.info, "reload: e\(address): \(applied.joined(separator: ", ")) applied")
+                    log.log(.info, "reload: e\(address): \(applied.joined(separator: ", ")) applied while serving")
+                } catch let reopen as ExportRuntime.NeedsReopen {
+                    log.log(.info, "reload: e\(address): \(reopen); restarting it")
+                    restart(address, to: newSpecs[address]!)
                 } catch {
                     log.log(.error, "reload: e\(address): \(error); kept as it was")
                 }
             case .restart:
-                guard let previous = exports[address]?.spec else { break }
-                exports[address]?.stop()
-                // Dropped before reopening: its image lock and a block device's exclusive open must be released.
-                exports[address] = nil
-                do throws(ConfigError) {
-                    exports[address] = try ExportRuntime(spec: newSpecs[address]!, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
-                    log.log(.info, "reload: e\(address) restarted with its new settings")
-                } catch {
-                    log.log(.error, "reload: e\(address): \(error); serving it with its previous settings")
-                    exports[address] = try? ExportRuntime(spec: previous, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
-                    if exports[address] == nil { log.log(.error, "reload: e\(address) could not be opened again; not served") }
-                }
-                exports[address]?.start(log: log)
+                restart(address, to: newSpecs[address]!)
             }
         }
         var kept = new
@@ -134,6 +130,24 @@ public final class Server: @unchecked Sendable {
         kept.exports = new.exports.compactMap { exports[$0.address]?.spec }
         spec = kept
         publish()
+    }
+
+    /// Drains an export (requests in flight answered, device flushed), closes it and opens it with `new`; if
+    /// that fails, opens it again as it was.
+    private func restart(_ address: ShelfSlot, to new: ExportSpec) {
+        guard let previous = exports[address]?.spec else { return }
+        exports[address]?.stop()
+        // Dropped before reopening: its image lock and a block device's exclusive open must be released.
+        exports[address] = nil
+        do throws(ConfigError) {
+            exports[address] = try ExportRuntime(spec: new, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
+            log.log(.info, "reload: e\(address) restarted with its new settings")
+        } catch {
+            log.log(.error, "reload: e\(address): \(error); serving it with its previous settings")
+            exports[address] = try? ExportRuntime(spec: previous, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
+            if exports[address] == nil { log.log(.error, "reload: e\(address) could not be opened again; not served") }
+        }
+        exports[address]?.start(log: log)
     }
 
     /// An export as the metrics exporter sees it.

@@ -14,7 +14,8 @@ public final class ExportState: Sendable {
     private let openToAll: Atomic<Bool>
     private let writeCache: Atomic<Bool>
     /// The export's durable mode, which the remote cannot weaken (SET FEATURES 02h is refused).
-    public let durableExport: Bool
+    private let durable: Atomic<Bool>
+    public var durableExport: Bool { durable.load(ordering: .acquiring) }
     /// Where the state is saved; nil: kept in memory only (the vblade-style command line without --state-dir).
     public let file: StateFile?
 
@@ -24,8 +25,22 @@ public final class ExportState: Sendable {
         value = Mutex(initial)
         openToAll = Atomic(initial.access.mask.isEmpty && initial.access.reservation.isEmpty)
         writeCache = Atomic(initial.writeCacheEnabled)
-        self.durableExport = durableExport
+        durable = Atomic(durableExport)
         self.file = file
+    }
+
+    /// Durable mode switched while serving (a reload). On: the write cache goes off, so every write from now
+    /// on is acknowledged only after a flush, which also covers the writes acknowledged before. Off: the write
+    /// cache goes on, as for an export configured without it. Saved like any change.
+    public func setDurableExport(_ on: Bool) throws(SaveFailed) {
+        if on { durable.store(true, ordering: .releasing) }
+        do {
+            try update { $0.writeCacheEnabled = !on }
+        } catch {
+            if on { durable.store(false, ordering: .releasing) }
+            throw error
+        }
+        if !on { durable.store(false, ordering: .releasing) }
     }
 
     public var current: ExportProtocolState { value.withLock { $0 } }

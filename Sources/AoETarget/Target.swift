@@ -62,6 +62,10 @@ public final class Target: @unchecked Sendable {
     public static let holdCommits = Atomic<Bool>(false)
 
     private let mtu: Atomic<Int>
+    /// Settings a reload changes while the export serves (the event loop reads them per frame).
+    private let liveBufferCount: Atomic<Int>
+    private let forcedReadOnly = Atomic<Bool>(false)
+    static let liveBufferCountLimit = 256
 
     // Metrics (event loop only): when the current batch arrived, what the last ATA reply built was, and for
     // the replies of a reap, their operation and bytes.
@@ -100,9 +104,12 @@ public final class Target: @unchecked Sendable {
         batch = 32
         let linkMTU = link.currentMTU()
         mtu = Atomic(linkMTU)
+        liveBufferCount = Atomic(configuration.bufferCount)
         // Slots: up to Buffer Count requests in flight, one receive batch, and the announcement. A reply
         // leaves before its slot is free again, within the pass that completed it.
-        pool = FramePool(slots: configuration.bufferCount + batch + 1,
+        // Room for a reload to raise the Buffer Count to 256 without reopening the export (slots are mapped,
+        // not touched, until used).
+        pool = FramePool(slots: max(configuration.bufferCount, Self.liveBufferCountLimit) + batch + 1,
                          frameCapacity: max(linkMTU, 9000) + AoELayout.ethernetHeaderSize,
                          startInPage: Self.frameStartInPage(dataAlignment: device.capabilities.bufferAlignment))
         let slots = pool.slotCount
@@ -195,6 +202,31 @@ public final class Target: @unchecked Sendable {
         }
     }
 
+    // MARK: - Settings changed while serving
+
+    /// The Buffer Count advertised and enforced now.
+    public var bufferCount: Int { liveBufferCount.load(ordering: .relaxed) }
+    /// The largest Buffer Count this export can take without being reopened (its frame slots).
+    public var bufferCountCapacity: Int { pool.slotCount - batch - 1 }
+
+    /// A new Buffer Count, from the next frame on (requests in flight beyond it finish normally); false when
+    /// it is beyond this export's frame slots.
+    public func setBufferCount(_ count: Int) -> Bool {
+        guard TargetConfiguration.bufferCountRange.contains(count), count <= bufferCountCapacity else { return false }
+        liveBufferCount.store(count, ordering: .relaxed)
+        return true
+    }
+
+    /// Refuses writes from the next frame on (ABRT), or lets them through again; false when writes are asked
+    /// for on a device opened read-only (that needs it opened again).
+    public func setReadOnly(_ readOnly: Bool) -> Bool {
+        guard readOnly || device.capabilities.writable else { return false }
+        forcedReadOnly.store(readOnly, ordering: .relaxed)
+        return true
+    }
+
+    public var isReadOnly: Bool { !device.capabilities.writable || forcedReadOnly.load(ordering: .relaxed) }
+
     /// Whether device work is queued in io_uring.
     public var usesIOUring: Bool { ((queue as? FaultInjectingDeviceQueue)?.inner ?? queue) is IOUringDeviceQueue }
 
@@ -227,7 +259,7 @@ public final class Target: @unchecked Sendable {
     }
 
     var capabilities: ExportCapabilities {
-        ExportCapabilities(sectors: device.sectorCount, writable: device.capabilities.writable,
+        ExportCapabilities(sectors: device.sectorCount, writable: device.capabilities.writable && !forcedReadOnly.load(ordering: .relaxed),
                            canFlush: device.capabilities.canFlush, maxSectorsPerCommand: maxSectors)
     }
 
@@ -519,7 +551,7 @@ public final class Target: @unchecked Sendable {
     }
 
     private func configReply(command: ConfigCommand) -> ConfigArg {
-        ConfigArg(bufferCount: UInt16(configuration.bufferCount), firmwareVersion: configuration.firmwareVersion,
+        ConfigArg(bufferCount: UInt16(bufferCount), firmwareVersion: configuration.firmwareVersion,
                   sectorCount: UInt8(clamping: maxSectors), aoeVersion: AoELayout.version, command: command,
                   configString: state.configString)
     }
@@ -651,7 +683,7 @@ public final class Target: @unchecked Sendable {
     private func enqueue(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation,
                          slot: Int, range: (UInt64, UInt64), barrier: Bool = false) -> Disposition {
         // Buffer Count is a promise: beyond it, requests are dropped (AoEr11 3.2) and the initiator resends.
-        guard inFlight < configuration.bufferCount else {
+        guard inFlight < liveBufferCount.load(ordering: .relaxed) else {
             statistics.add(.droppedOverrun)
             return .dropped
         }

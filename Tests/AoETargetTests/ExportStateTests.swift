@@ -19,6 +19,19 @@ final class ExportStateTests: XCTestCase {
                             configString: ConfigStringState([0x00, 0x41, 0xFF]), writeCacheEnabled: false)
     }
 
+    func testDurableModeSwitchedWhileServingTurnsTheWriteCacheOffAndOn() throws {
+        let state = ExportState(initial: ExportProtocolState(configuration: TargetConfiguration(address: ShelfSlot(shelf: 1, slot: 1))),
+                                durableExport: false)
+        XCTAssertTrue(state.writeCacheEnabled)
+        try state.setDurableExport(true)
+        XCTAssertTrue(state.durableExport)
+        XCTAssertFalse(state.writeCacheEnabled, "durable: every write waits for a flush")
+        XCTAssertFalse(try state.update { $0.setWriteCache(true, durableExport: state.durableExport) }, "and the remote cannot turn it on")
+        try state.setDurableExport(false)
+        XCTAssertFalse(state.durableExport)
+        XCTAssertTrue(state.writeCacheEnabled)
+    }
+
     func testEncodedFormIsExactlyThisText() {
         // The checksum is FNV-1a 64 of the five lines above it, newlines included.
         let body = "aoe-target-state 1\nconfig_string=0041ff\nmask=02:00:00:00:00:0a,52:54:00:12:34:56\nreserve=52:54:00:12:34:56\nwrite_cache=0\n"

@@ -166,6 +166,33 @@ final class TargetTests: XCTestCase {
         XCTAssertEqual(config.aoeVersion, 1)
     }
 
+    func testBufferCountAndReadOnlyChangeWhileServing() throws {
+        start(device: MemoryDevice(sectors: 100)) { $0.bufferCount = 16 }
+        func bufferCount(_ tag: UInt32) throws -> UInt16 {
+            let reply = try XCTUnwrap(exchange(frame(command: .queryConfig, tag: tag, arg: [UInt8](repeating: 0, count: 8))))
+            return try reply.withUnsafeBytes { try ConfigArg(parsing: $0) }.bufferCount
+        }
+        XCTAssertEqual(try bufferCount(1), 16)
+        XCTAssertTrue(target.setBufferCount(200))
+        XCTAssertEqual(try bufferCount(2), 200, "the next Query Config says so")
+        XCTAssertFalse(target.setBufferCount(target.bufferCountCapacity + 1), "beyond the frame slots: needs a reopen")
+        XCTAssertFalse(target.setBufferCount(1))
+        XCTAssertEqual(try bufferCount(3), 200, "a refused change changes nothing")
+        let data = [UInt8](repeating: 0x5A, count: 512)
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.writeSectorsExt, tag: 4, lba: 3, data: data)))).cmdStatus, 0x40)
+        XCTAssertTrue(target.setReadOnly(true))
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.writeSectorsExt, tag: 5, lba: 3, data: data)))).errFeature, 0x04, "ABRT")
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.readSectorsExt, tag: 6, lba: 3)))).cmdStatus, 0x40)
+        XCTAssertTrue(target.setReadOnly(false))
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.writeSectorsExt, tag: 7, lba: 3, data: data)))).cmdStatus, 0x40)
+    }
+
+    func testAReadOnlyDeviceCannotBeMadeWritableWhileServing() {
+        start(device: MemoryDevice(sectors: 100, writable: false))
+        XCTAssertFalse(target.setReadOnly(false))
+        XCTAssertTrue(target.isReadOnly)
+    }
+
     func testFramesForOthersAreDroppedAndCounted() {
         start(device: MemoryDevice(sectors: 100))
         link.inject(ata(.identifyDevice, tag: 1).replacing(at: 0, with: otherMAC))

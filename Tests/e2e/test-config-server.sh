@@ -102,6 +102,35 @@ check "bench --verify on e1.3 across the reload: exit 0, 0 errors, 0 mismatches"
 check "the log says what the reload did" bash -c 'grep -q "reload: e1.2 removed" "$1" && grep -q "reload: e1.4 added" "$1"' _ "$WORK/server.log"
 check "e1.3 was not restarted by the reload" test "$(grep -c 'e1.3@t1: serving' "$WORK/server.log")" = 1
 
+# ---- SIGHUP that changes e1.3's buffers and sync while it is under verified load: applied while serving,
+# no restart, no error; then read_only on and off again, also live.
+buffers_of() { aoectl discover -i i1 --json | jq -r ".targets[] | select(.target == \"$1\") | .buffer_count"; }
+aoectl bench -i i1 1.3 --rw randrw --bs 4k --qd 16 --duration 5 --verify --seed 8 --json >"$WORK/live.json" 2>"$WORK/live.err" &
+BENCH=$!
+sleep 1.5
+write_config "$E1" "$(export_table 3 '["t1"]' | sed 's/^buffers = 32$/buffers = 48/'; echo 'sync = true')" "$E4"
+kill -HUP "$TARGET_PID"
+wait $BENCH
+brc=$?
+check "bench --verify on e1.3 across a live buffers + sync change: exit 0, 0 errors, 0 mismatches" \
+    bash -c '[ "$1" = 0 ] && jq -e ".errors == 0 and .verify_mismatches == 0 and .ios > 100" "$2" >/dev/null' _ "$brc" "$WORK/live.json" ||
+    { cat "$WORK/live.err"; jq -c . "$WORK/live.json" | head -c 600; echo; }
+check "the log says sync and buffers were applied while serving" grep -q "reload: e1.3: sync, buffers applied while serving" "$WORK/server.log"
+check "e1.3 was still not restarted" test "$(grep -c 'e1.3@t1: serving' "$WORK/server.log")" = 1
+check "Query Config now says 48 buffers for e1.3" test "$(buffers_of 1.3)" = 48
+check "IDENTIFY shows the write cache off (sync)" grep -q "write cache: supported, disabled" <(aoectl identify -i i1 1.3)
+write_config "$E1" "$(export_table 3 '["t1"]' | sed 's/^buffers = 32$/buffers = 48/'; echo 'sync = true'; echo 'read_only = true')" "$E4"
+kill -HUP "$TARGET_PID"; sleep 0.5
+check "read_only applied while serving" grep -q "reload: e1.3: read_only applied while serving" "$WORK/server.log"
+aoectl write -i i1 1.3 --lba 5 --input "$WORK/pattern.bin" 2>"$WORK/ro.err"; rc=$?
+check "read_only: a write now fails with ABRT" bash -c '[ "$1" != 0 ] && grep -q ABRT "$2"' _ "$rc" "$WORK/ro.err"
+check "read_only: reads still work" aoectl read -i i1 1.3 --lba 5 --count 1 --output "$WORK/ro.bin"
+write_config "$E1" "$E3" "$E4"
+kill -HUP "$TARGET_PID"; sleep 0.5
+check "back to the first settings: writes work again" aoectl write -i i1 1.3 --lba 5 --input "$WORK/pattern.bin"
+check "... and 32 buffers" test "$(buffers_of 1.3)" = 32
+check "e1.3 was never restarted" test "$(grep -c 'e1.3@t1: serving' "$WORK/server.log")" = 1
+
 # An invalid file on reload changes nothing.
 printf 'state_dir = "%s"\n[[export]]\nshelf = "one"\n' "$STATE" >"$CONF"
 kill -HUP "$TARGET_PID"
