@@ -54,6 +54,7 @@ public final class MetricsExporter: Sendable {
         (.stateSaveErrors, "state_save_errors", "Protocol state changes that could not be saved (not applied)."),
         (.ringSubmitRetries, "io_uring_submit_retries", "io_uring submissions refused for a moment and retried."),
         (.mtuChanges, "mtu_changes", "MTU changes noticed on the export's interfaces."),
+        (.receiveStalledNoSlots, "receive_stalls", "Receive passes that found no free frame slot (expected to stay 0)."),
     ]
 
     public func render() -> String {

@@ -12,6 +12,7 @@ public final class TargetStatistics: @unchecked Sendable {
         case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
         case sendErrors, receiveErrors, mtuChanges, fdatasyncs
         case passThroughCommands, passThroughRefused, mergedRequests, cachedReads, stateSaveErrors, ringSubmitRetries
+        case receiveStalledNoSlots
 
         public var name: String {
             switch self {
@@ -47,6 +48,7 @@ public final class TargetStatistics: @unchecked Sendable {
             case .cachedReads: "reads_from_page_cache"
             case .stateSaveErrors: "state_save_errors"
             case .ringSubmitRetries: "io_uring_submit_retries"
+            case .receiveStalledNoSlots: "receive_stalled_no_frame_slots"
             }
         }
     }

@@ -363,6 +363,10 @@ public final class Target: @unchecked Sendable {
         // performance matter, never a crash.
         let taken = min(batch, freeSlots.count)
         if taken == 0 {
+            // Never expected (the pool has a batch beyond every request that can be in flight): counted and
+            // logged, so a leak of slots shows instead of looking like a silent target.
+            statistics.add(.receiveStalledNoSlots)
+            log.frame(.receiveError, .error, "no free frame slot to receive into (\(inFlight) requests in flight); not receiving")
             usleepSeconds(0.001)
             return 0
         }
