@@ -6,6 +6,7 @@
 # control checks image 1 with export 2's seed, which must fail: the data check can tell the two apart.
 # env: AOE_TARGET (default .build/debug/aoe-target), TIMEOUT (QEMU, default 300 s), VERBOSE, KEEP.
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/rerun-on-nic-stall.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 TIMEOUT=${TIMEOUT:-300}
@@ -82,6 +83,7 @@ while IFS= read -r l; do
     fi
 done <<<"$LINES"
 grep -q '^RESULT ' <<<"$LINES" || { it_fail "[target] guest did not finish (QEMU exit $QRC)"; tr -d '\r' <"$SERIAL" | tail -n 20 | sed 's/^/  serial| /'; }
+it_check_nic_stall "$SERIAL"
 it_target_alive || it_fail "[target] target process died during the run"
 it_kill_pid "$IT_TARGET_PID"
 

@@ -19,21 +19,7 @@
 # exit: 0 pass, 1 fail, 77 skip.  Last line: RESULT: PASS | RESULT: FAIL data | RESULT: FAIL target |
 #       RESULT: FAIL infra  (FAIL lines are tagged [data] / [target] / [infra]).
 set -u
-# Under TCG the guest's virtio-net sometimes stops transmitting for good: its kernel logs "NETDEV WATCHDOG ...
-# transmit queue 0 timed out" and nothing leaves the guest again (seen: the target had answered every frame it
-# got and sat idle in recvmmsg). Such a run says nothing about the target, so it is run once more; a second
-# stall fails as [infra].
-if [ -z "${IT_ATTEMPT:-}" ]; then
-    stall=$(mktemp)
-    IT_ATTEMPT=1 IT_NIC_STALL_FILE=$stall bash "${BASH_SOURCE[0]}" "$@"; rc=$?
-    if [ "$rc" != 0 ] && [ -s "$stall" ]; then
-        echo "the guest's NIC stalled (NETDEV WATCHDOG in its console), not a target fault: running the test once more"
-        : >"$stall"
-        IT_ATTEMPT=2 IT_NIC_STALL_FILE=$stall bash "${BASH_SOURCE[0]}" "$@"; rc=$?
-    fi
-    rm -f "$stall"
-    exit "$rc"
-fi
+. "$(dirname "${BASH_SOURCE[0]}")/rerun-on-nic-stall.sh"
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MTU=${MTU:-1500}
@@ -162,10 +148,7 @@ if [ -z "$GUEST_RESULT" ]; then
     echo "--- serial console (last 30 lines) ---"
     tr -d '\r' <"$SERIAL" | tail -n 30 | sed 's/^/  serial| /'
 fi
-if grep -q "NETDEV WATCHDOG" "$SERIAL"; then
-    it_fail "[infra] the guest's virtio-net stopped transmitting (NETDEV WATCHDOG): $(tr -d '\r' <"$SERIAL" | grep -m1 "NETDEV WATCHDOG")"
-    [ -n "${IT_NIC_STALL_FILE:-}" ] && echo stalled >"$IT_NIC_STALL_FILE"
-fi
+it_check_nic_stall "$SERIAL"
 it_target_alive || it_fail "[target] target process died during the run (see $IT_WORK/target.log)"
 it_kill_pid "$IT_TARGET_PID"    # the image is ours again
 
