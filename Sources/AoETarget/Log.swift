@@ -62,13 +62,13 @@ public final class TargetLog: @unchecked Sendable {
         }
     }
 
-    public func log(_ level: Level, _ message: @autoclosure () -> String, peer: MACAddress? = nil, tag: UInt32? = nil) {
+    public func log(_ level: Level, _ message: @autoclosure () -> String, peer: MACAddress? = nil, tag: Tag? = nil) {
         guard level >= minimum else { return }
         var metadata: Logger.Metadata? = nil
         if peer != nil || tag != nil {
             var m = Logger.Metadata()
             if let peer { m["peer"] = .string(peer.description) }
-            if let tag { m["tag"] = .string("0x" + String(tag, radix: 16)) }
+            if let tag { m["tag"] = .string(tag.description) }
             metadata = m
         }
         logger.log(level: level.loggerLevel, "\(message())", metadata: metadata)
@@ -90,7 +90,7 @@ public final class TargetLog: @unchecked Sendable {
     /// counted and reported when its window ends: by the next line of that kind, or by `reportSuppressed`,
     /// which the event loop calls every second, so a count is never lost when the flood stops.
     public func frame(_ kind: FrameEvent, _ level: Level, _ message: @autoclosure () -> String,
-                      peer: MACAddress? = nil, tag: UInt32? = nil) {
+                      peer: MACAddress? = nil, tag: Tag? = nil) {
         guard level >= minimum else { return }
         let now = monotonicSeconds()
         let k = kind.rawValue

@@ -228,7 +228,7 @@ public final class Target: @unchecked Sendable {
     public var isReadOnly: Bool { !device.capabilities.writable || forcedReadOnly.load(ordering: .relaxed) }
 
     /// Whether device work is queued in io_uring.
-    public var usesIOUring: Bool { ((queue as? FaultInjectingDeviceQueue)?.inner ?? queue) is IOUringDeviceQueue }
+    public var usesIOUring: Bool { queue.engine is IOUringDeviceQueue }
 
     /// For the start-up log line: where device I/O runs, and why, so a device served the wrong way shows in
     /// the first line.
@@ -280,12 +280,12 @@ public final class Target: @unchecked Sendable {
     public func run(until stop: borrowing Atomic<Bool>) {
         var scratch = makeBatchScratch()
         announce()
-        var lastMTUCheck = monotonicSeconds()
+        var lastSecond = monotonicSeconds()
         while true {
             let stopping = stop.load(ordering: .relaxed)
             if stopping && inFlight == 0 { break }
             runPass(&scratch, stopping: stopping)
-            checkMTU(every: 1, last: &lastMTUCheck)
+            everySecond(last: &lastSecond)
         }
         drain()
     }
@@ -346,9 +346,9 @@ public final class Target: @unchecked Sendable {
     }
 
     /// Once a second: re-reads the MTU and reports the log lines left out in the last window.
-    func checkMTU(every seconds: Double, last: inout Double) {
+    func everySecond(last: inout Double) {
         let now = monotonicSeconds()
-        if now - last >= seconds {
+        if now - last >= 1 {
             last = now
             refreshMTU()
             log.reportSuppressed()
@@ -514,7 +514,7 @@ public final class Target: @unchecked Sendable {
     private func changeState<R>(_ header: AoEHeader, _ transition: (inout ExportProtocolState) -> R) -> R? {
         do { return try state.update(transition) } catch {
             statistics.add(.stateSaveErrors)
-            log.frame(.stateSaveError, .error, "\(header.command): \(error); not applied, request dropped", peer: header.source, tag: header.tag.rawValue)
+            log.frame(.stateSaveError, .error, "\(header.command): \(error); not applied, request dropped", peer: header.source, tag: header.tag)
             return nil
         }
     }
@@ -523,7 +523,7 @@ public final class Target: @unchecked Sendable {
     private func replyError(_ frame: inout Frame, _ header: AoEHeader, _ error: AoEError) -> Disposition {
         statistics.add(.aoeErrorsSent)
         metrics.aoeError(error)
-        log.frame(.aoeError, .info, "\(header.command): AoE error \(error.rawValue) (\(error))", peer: header.source, tag: header.tag.rawValue)
+        log.frame(.aoeError, .info, "\(header.command): AoE error \(error.rawValue) (\(error))", peer: header.source, tag: header.tag)
         header.reply(from: link.macAddress(port: frame.port), address: configuration.address, error: error).write(to: frame.buffer)
         frame.length = min(frame.length, AoELayout.minimumFrameSize)
         frame.padToMinimum()
@@ -617,7 +617,7 @@ public final class Target: @unchecked Sendable {
             case .refuse(let reason):
                 statistics.add(.passThroughRefused)
                 metrics.passThrough(opcode: ata.cmdStatus, refused: true)
-                log.frame(.passThroughRefused, .warning, "pass-through refused: \(reason); replying ABRT", peer: header.source, tag: header.tag.rawValue)
+                log.frame(.passThroughRefused, .warning, "pass-through refused: \(reason); replying ABRT", peer: header.source, tag: header.tag)
                 finishATA(&frame, header, ata, .aborted(request), dataBytes: 0)
                 return .reply
             case .aoeError(let error):
@@ -697,11 +697,11 @@ public final class Target: @unchecked Sendable {
             statistics.add(.droppedOrderingBacklog)
             return .dropped
         }
-        let durable = operation.writesMedia && !state.writeCacheEnabled
+        let request = PendingRequest(frame: frame, header: header, ata: ata, operation: operation,
+                                     durable: operation.writesMedia && !state.writeCacheEnabled, receivedAt: batchReceivedAt)
         guard scheduler.admit(id: slot, start: range.0, count: range.1, writes: operation.writesMedia || barrier) else {
             inFlight += 1
-            pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable,
-                                           receivedAt: batchReceivedAt)
+            pending[slot] = request
             return .queued
         }
         // An admitted read whose data is in the page cache is answered here, with this batch's replies: no
@@ -718,8 +718,7 @@ public final class Target: @unchecked Sendable {
             return .reply
         }
         inFlight += 1
-        pending[slot] = PendingRequest(frame: frame, header: header, ata: ata, operation: operation, durable: durable,
-                                           receivedAt: batchReceivedAt)
+        pending[slot] = request
         readyQueue.append(slot)
         return .queued
     }
@@ -772,8 +771,8 @@ public final class Target: @unchecked Sendable {
                 operation = .write
                 lba = start
             case .flush:
-                operation = .flush
-                flushSubmittedAt[head] = monotonicNanoseconds()
+                submitFlush(token: head)
+                continue
             case .passThrough(let command):
                 operation = .passThrough(command)
             default:
@@ -809,10 +808,8 @@ public final class Target: @unchecked Sendable {
 
     private func complete(_ completion: DeviceCompletion) {
         let token = completion.token
-        if token >= commitToken || pending[token].operation == .flush {
-            metrics.flushLatency.record(nanoseconds: monotonicNanoseconds() &- flushSubmittedAt[token])
-        }
         if token >= commitToken {
+            flushCompleted(token: token)
             if token == commitToken + GroupCommit.maxCommits {
                 finalFlush = completion
                 return
@@ -828,6 +825,7 @@ public final class Target: @unchecked Sendable {
         let first = pending[head]
         switch first.operation {
         case .flush:
+            flushCompleted(token: head)
             finishFlush(&pending[head], failure: completion.failure)
             answered(head)
         case .passThrough(let command):
@@ -836,7 +834,7 @@ public final class Target: @unchecked Sendable {
             metrics.passThrough(opcode: first.ata.cmdStatus, refused: false)
             if let failure = result.failure {
                 statistics.add(.deviceErrors)
-                log.frame(.deviceError, .error, "\(command.taskFile.command): \(failure); replying ABRT", peer: first.header.source, tag: first.header.tag.rawValue)
+                log.frame(.deviceError, .error, "\(command.taskFile.command): \(failure); replying ABRT", peer: first.header.source, tag: first.header.tag)
             }
             finishATA(&pending[head].frame, first.header, first.ata, result.registers,
                       dataBytes: result.dataArrived ? first.operation.dataBytes : 0)
@@ -854,8 +852,18 @@ public final class Target: @unchecked Sendable {
     /// Queues a commit (flush) for the durable writes waiting for one, when a commit is free.
     func startCommit() {
         guard !Self.holdCommits.load(ordering: .relaxed), let index = commits.startCommit() else { return }
-        flushSubmittedAt[commitToken + index] = monotonicNanoseconds()
-        queue.submit(.flush(token: commitToken + index))
+        submitFlush(token: commitToken + index)
+    }
+
+    /// Every flush (FLUSH CACHE, a group commit, the final one) goes to the device this way: timed from here
+    /// to `flushCompleted`.
+    private func submitFlush(token: Int) {
+        flushSubmittedAt[token] = monotonicNanoseconds()
+        queue.submit(.flush(token: token))
+    }
+
+    private func flushCompleted(token: Int) {
+        metrics.flushLatency.record(nanoseconds: monotonicNanoseconds() &- flushSubmittedAt[token])
     }
 
     /// Turns every request of a transfer into its reply.
@@ -888,7 +896,7 @@ public final class Target: @unchecked Sendable {
         if requests > 1 { statistics.add(.mergedRequests, requests) }
         if let failure {
             statistics.add(.deviceErrors)
-            log.frame(.deviceError, .error, "\(first.operation)\(requests > 1 ? " and \(requests - 1) adjacent request(s)" : "") failed: \(failure); replying ABRT", peer: first.header.source, tag: first.header.tag.rawValue)
+            log.frame(.deviceError, .error, "\(first.operation)\(requests > 1 ? " and \(requests - 1) adjacent request(s)" : "") failed: \(failure); replying ABRT", peer: first.header.source, tag: first.header.tag)
         } else {
             statistics.add(write ? .writes : .reads, requests)
             statistics.add(write ? .bytesWritten : .bytesRead, bytes)
@@ -899,7 +907,7 @@ public final class Target: @unchecked Sendable {
     func finishFlush(_ request: inout PendingRequest, failure: DeviceError?) {
         if let failure {
             statistics.add(.deviceErrors)
-            log.frame(.deviceError, .error, "flush failed: \(failure); replying ABRT", peer: request.header.source, tag: request.header.tag.rawValue)
+            log.frame(.deviceError, .error, "flush failed: \(failure); replying ABRT", peer: request.header.source, tag: request.header.tag)
         } else {
             statistics.add(.flushes)
         }
@@ -910,8 +918,7 @@ public final class Target: @unchecked Sendable {
     /// then the queue's workers stop.
     private func drain() {
         if device.capabilities.writable {
-            flushSubmittedAt[commitToken + GroupCommit.maxCommits] = monotonicNanoseconds()
-            queue.submit(.flush(token: commitToken + GroupCommit.maxCommits))
+            submitFlush(token: commitToken + GroupCommit.maxCommits)
             finalFlush = nil
             while finalFlush == nil {
                 queue.wait(readable: nil, timeout: 0.2)

@@ -32,8 +32,6 @@ public struct DeviceRequest: @unchecked Sendable {
     }
 
     public static func flush(token: Int) -> DeviceRequest { DeviceRequest(operation: .flush, token: token) }
-
-    public var isFlush: Bool { if case .flush = operation { true } else { false } }
 }
 
 /// What became of a request: done (every byte moved, or the flush reached stable storage), or why not.
@@ -76,11 +74,14 @@ public protocol DeviceQueue: AnyObject {
     func wait(readable descriptor: Int32?, timeout: Double)
     /// After the last completion was reaped: stops whatever the queue runs (worker threads).
     func shutDown()
+    /// The queue that does the I/O: itself, or what a wrapper wraps.
+    var engine: any DeviceQueue { get }
 }
 
 extension DeviceQueue {
     public var maxTransferBytes: Int { Int.max }
     public func shutDown() {}
+    public var engine: any DeviceQueue { self }
 }
 
 extension DeviceRequest {

@@ -63,6 +63,7 @@ public final class FaultInjectingDeviceQueue: DeviceQueue {
     public var tokenCapacity: Int { inner.tokenCapacity }
     public var outstanding: Int { inner.outstanding + failed.count }
     public var maxTransferBytes: Int { inner.maxTransferBytes }
+    public var engine: any DeviceQueue { inner.engine }
 
     /// SplitMix64: a uniform number in [0, 100).
     private func nextPercent() -> Double {
