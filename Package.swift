@@ -20,11 +20,14 @@ let package = Package(
     targets: [
         .target(name: "CLinuxShims"),
         .target(name: "CIOUring", linkerSettings: [.linkedLibrary("uring")]),
+        .target(name: "CRBD", linkerSettings: [.linkedLibrary("rbd"), .linkedLibrary("rados")]),
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
         .target(name: "AoEWire"),
         .target(name: "ATACore", dependencies: ["AoEWire"]),
         .target(name: "LinuxSystem", dependencies: ["CLinuxShims", "CIOUring"]),
         .target(name: "BlockDevices", dependencies: ["ATACore", "LinuxSystem", "CLinuxShims"]),
+        // Ceph RBD images (librbd, librados from Debian librbd-dev, librados-dev): one more device with its own queue.
+        .target(name: "RBDDevice", dependencies: ["BlockDevices", "LinuxSystem", "CRBD"]),
         .target(name: "PacketTransport", dependencies: ["AoEWire", "LinuxSystem", "CLinuxShims", "CPcap"]),
         .target(name: "AoETarget", dependencies: [
             "AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
@@ -35,7 +38,7 @@ let package = Package(
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
         .target(name: "AoEServer", dependencies: [
-            "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
+            "AoETarget", "AoEWire", "ATACore", "BlockDevices", "RBDDevice", "PacketTransport", "LinuxSystem",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // The Prometheus endpoint: exposition of every export's counters and histograms over HTTP/1 (SwiftNIO).
@@ -63,6 +66,7 @@ let package = Package(
         .testTarget(name: "AoEWireTests", dependencies: ["AoEWire"]),
         .testTarget(name: "ATACoreTests", dependencies: ["ATACore", "AoEWire"]),
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),
+        .testTarget(name: "RBDDeviceTests", dependencies: ["RBDDevice", "BlockDevices"]),
         .testTarget(name: "AoETargetTests", dependencies: ["AoETestSupport", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
         .testTarget(name: "PacketTransportTests", dependencies: ["PacketTransport", "AoEWire", "CLinuxShims"]),
         .testTarget(name: "AoEMetricsTests", dependencies: ["AoEMetrics", "AoETarget", "AoEWire"]),

@@ -15,6 +15,8 @@
 DEPS_TABLE='
 build       libpcap-dev          -
 build       liburing-dev         -
+build       librbd-dev           -
+build       librados-dev         -
 build       pkgconf              pkg-config
 demo        iproute2             ip
 e2e         iproute2             ip

@@ -1,5 +1,6 @@
 import Glibc
 import LinuxSystem
+import RBDDevice
 
 /// `--check-config`: what a spec would serve, checked as far as can be without serving: each path exists and
 /// is a regular file, block device or null:SIZE, each interface exists. Opens no packet socket and takes no
@@ -10,7 +11,10 @@ public enum ConfigCheck {
         for export in spec.exports {
             let location = export.location(of: "path")
             var what: String
-            if export.path.hasPrefix("null:") {
+            if RBDImageName.isRBD(export.path) {
+                // Connecting would take the cluster's time and, for a writable export, its lock: the name was checked.
+                what = "Ceph RBD image, connected to when served\(export.cephID.map { " as client.\($0)" } ?? "")"
+            } else             if export.path.hasPrefix("null:") {
                 guard let bytes = DeviceOpener.parseSize(String(export.path.dropFirst(5))), bytes >= 512 else {
                     throw ConfigError(location, key: "path", "\(export.path): give the null device a size, e.g. null:1G")
                 }

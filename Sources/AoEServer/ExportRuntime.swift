@@ -5,6 +5,7 @@ import AoETarget
 import BlockDevices
 import LinuxSystem
 import PacketTransport
+import RBDDevice
 import Synchronization
 
 /// Opens what an export spec names. Errors say where the spec was written and what is wrong with the path.
@@ -13,6 +14,17 @@ public enum DeviceOpener {
         let location = spec.location(of: "path")
         if spec.passthrough {
             do { return try SGIODevice(path: spec.path, readOnly: spec.readOnly) } catch {
+                throw ConfigError(location, key: "path", error.description)
+            }
+        }
+        if RBDImageName.isRBD(spec.path) {
+            do throws(RBDOpenError) {
+                let name: RBDImageName
+                do { name = try RBDImageName(parsing: spec.path) } catch { throw RBDOpenError(error.description) }
+                let image = try RBDImage(name, cephID: spec.cephID, readOnly: spec.readOnly)
+                if !spec.readOnly { try image.acquireExclusiveLock() }
+                return image
+            } catch {
                 throw ConfigError(location, key: "path", error.description)
             }
         }

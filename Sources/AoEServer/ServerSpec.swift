@@ -1,6 +1,7 @@
 import AoEWire
 import AoETarget
 import BlockDevices
+import RBDDevice
 
 /// What the server serves: every export, and the settings that are the whole process's. Built from the
 /// config file or from the vblade-style command line (one export); a plain value, compared on reload.
@@ -50,8 +51,10 @@ public struct ListenAddress: Hashable, Sendable, CustomStringConvertible {
 public struct ExportSpec: Hashable, Sendable {
     public var address: ShelfSlot
     public var interfaces: [String]
-    /// An image file, a block device, or null:SIZE.
+    /// An image file, a block device, null:SIZE, or rbd:POOL/[NAMESPACE/]IMAGE.
     public var path: String
+    /// For an rbd: path, the Ceph user the target connects as (client.ID); nil: admin, or what CEPH_ARGS says.
+    public var cephID: String?
     public var readOnly = false
     public var direct = false
     public var sync = false
@@ -84,7 +87,7 @@ public struct ExportSpec: Hashable, Sendable {
 
     /// The settings that decide how the device is opened: if any differs, a reload must reopen it.
     public var deviceSettings: [String] {
-        [path, "\(readOnly)", "\(direct)", "\(offsetSectors)", "\(lengthSectors.map(String.init) ?? "-")", "\(passthrough)"]
+        [path, cephID ?? "-", "\(readOnly)", "\(direct)", "\(offsetSectors)", "\(lengthSectors.map(String.init) ?? "-")", "\(passthrough)"]
     }
 
     /// Equal ignoring where it was written (a reload that only moved lines changes nothing).
@@ -150,6 +153,16 @@ extension ExportSpec {
             return ("passthrough", "serves a whole drive as it is: direct, sync, offset, length and a null: device do not apply")
         }
         if !passthrough && (!allowATA.isEmpty || allowAllATA) { return (allowAllATA ? "allow_all_ata" : "allow_ata", "needs pass-through") }
+        if RBDImageName.isRBD(path) {
+            do { _ = try RBDImageName(parsing: path) } catch { return ("path", error.message) }
+            let inapplicable = [("passthrough", passthrough), ("direct", direct), ("offset", offsetSectors != 0),
+                                ("length", lengthSectors != nil), ("io_engine", ioEngine == .ioUring)]
+            if let key = inapplicable.first(where: { $0.1 })?.0 {
+                return (key, "does not apply to an RBD image (served whole, through librbd's own asynchronous I/O)")
+            }
+        } else if cephID != nil {
+            return ("ceph_id", "applies only to an rbd: path")
+        }
         return nil
     }
 }

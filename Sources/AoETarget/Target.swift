@@ -177,13 +177,20 @@ public final class Target: @unchecked Sendable {
         segments.deallocate()
     }
 
-    /// Pass-through goes to the drive with SG_IO on threads; memory-backed devices run inline; files and block
-    /// devices go through io_uring unless told otherwise or the kernel refuses it.
+    /// Pass-through goes to the drive with SG_IO on threads; memory-backed devices run inline; a device with a
+    /// queue of its own (RBD) uses it; files and block devices go through io_uring unless told otherwise or the
+    /// kernel refuses it.
     static func makeDeviceQueue(configuration: TargetConfiguration, device: any BlockDevice, tokens: Int, passThrough: Bool,
                                 log: TargetLog, statistics: TargetStatistics) -> any DeviceQueue {
         let workers = configuration.workers
         if passThrough { return ThreadDeviceQueue(device: device, tokenCapacity: tokens, workers: workers, why: "SG_IO pass-through") }
         if device.capabilities.neverBlocks { return InlineDeviceQueue(device: device, tokenCapacity: tokens) }
+        if let queued = device as? any QueuedBlockDevice {
+            do { return try queued.makeQueue(tokenCapacity: tokens) } catch {
+                log.log(.error, "\(device.name): its own queue is unavailable (\(error)); device I/O runs on \(max(1, workers)) threads")
+                return ThreadDeviceQueue(device: device, tokenCapacity: tokens, workers: workers, why: "\(device.name): no queue of its own")
+            }
+        }
         if configuration.ioEngine == .threads {
             return ThreadDeviceQueue(device: device, tokenCapacity: tokens, workers: workers, why: "--io-engine threads")
         }

@@ -83,3 +83,9 @@ extension BlockDevice {
 }
 
 public let sectorSize = 512
+
+/// A device that brings its own asynchronous queue (Ceph RBD: librbd's aio), which the target serves it through
+/// instead of io_uring or threads.
+public protocol QueuedBlockDevice: BlockDevice {
+    func makeQueue(tokenCapacity: Int) throws(DeviceError) -> any DeviceQueue
+}

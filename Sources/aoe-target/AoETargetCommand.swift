@@ -29,7 +29,11 @@ struct AoETargetCommand: ParsableCommand {
 
         FILE is a regular file (locked, so two targets never serve one image), a block device (opened \
         exclusively, so a mounted or already-exported disk is refused), or null:SIZE (a device of SIZE bytes, \
-        suffix K/M/G/T, whose reads return zeros and whose writes are discarded: a benchmark ceiling).
+        suffix K/M/G/T, whose reads return zeros and whose writes are discarded: a benchmark ceiling), or \
+        rbd:POOL/IMAGE (rbd:POOL/NAMESPACE/IMAGE): a Ceph RBD image, reached with the settings librados reads \
+        itself (CEPH_CONF or /etc/ceph/ceph.conf and the keyring it names) as client.admin or --ceph-id. A \
+        writable RBD export takes the image's exclusive lock first; librbd's cache is off, so a write is \
+        acknowledged only once the OSDs have committed it.
 
         DURABILITY: by default a write is acknowledged once the backing file has it (page cache): it survives \
         a crash or kill -9 of aoe-target but not a power cut, like a drive with its write cache on. FLUSH \
@@ -39,7 +43,7 @@ struct AoETargetCommand: ParsableCommand {
 
         MANY EXPORTS: --config FILE serves every [[export]] of a TOML file (shelf, slot, interfaces, path, and \
         one key per option: read_only, direct, sync, buffers, mac_mask, config_string, model, serial, offset, \
-        length, passthrough, allow_ata, allow_all_ata, io_engine, workers; top level: state_dir, log_level, \
+        length, passthrough, allow_ata, allow_all_ata, io_engine, workers, inject_errors, ceph_id; top level: state_dir, log_level, \
         pcap); see deploy/aoe-target.toml. What initiators change (config string, MAC mask list, reserve \
         list, write cache) is saved in state_dir (default /var/lib/aoe-target; --state-dir on the command \
         line) before the change is acknowledged.
@@ -62,7 +66,7 @@ struct AoETargetCommand: ParsableCommand {
     @Argument(help: "Network interface to serve on, e.g. eth1.")
     var netif: String?
 
-    @Argument(help: "Image file, block device, or null:SIZE.")
+    @Argument(help: "Image file, block device, null:SIZE, or rbd:POOL/IMAGE.")
     var file: String?
 
     @Option(help: "Serve every export in this TOML file instead of the one on the command line (see deploy/aoe-target.toml). SIGHUP reloads it.")
@@ -119,6 +123,9 @@ struct AoETargetCommand: ParsableCommand {
     @Flag(name: .customLong("allow-all-ata"), help: "With --passthrough: let every opcode through, including ones that can destroy data or brick the drive.")
     var allowAllATA = false
 
+    @Option(name: .customLong("ceph-id"), help: ArgumentHelp("With an rbd: FILE: connect to Ceph as client.ID (default: admin), with that user's keyring.", valueName: "ID"))
+    var cephID: String?
+
     @Option(name: .customLong("state-dir"), help: "Keep what initiators change (config string, MAC mask list, reserve list, write cache) in DIR/eSHELF.SLOT.state, saved before each change is acknowledged and loaded at start; the saved state wins over --mac-mask and --config-string. Without it, such changes last until the process ends, as with vblade.")
     var stateDirectory: String?
 
@@ -137,7 +144,7 @@ struct AoETargetCommand: ParsableCommand {
     /// Options that belong in the config file when there is one.
     var exportOptionsGiven: Bool {
         buffers != 64 || readOnly || direct || sync || macMask != nil || offset != 0 || length != nil || !configString.isEmpty
-            || model != "Swift AoE target" || serial != nil || ioEngine != .automatic || workers != 16 || passthrough || injectErrors != nil
+            || model != "Swift AoE target" || serial != nil || ioEngine != .automatic || workers != 16 || passthrough || injectErrors != nil || cephID != nil
             || allowATA != nil || allowAllATA || pcap != nil || pcapLimit != nil || stateDirectory != nil || metrics != nil
     }
 
@@ -161,7 +168,8 @@ struct AoETargetCommand: ParsableCommand {
     func cliProblem(_ problem: (key: String, message: String)) -> String {
         let flags = ["buffers": "buffer count", "config_string": "config string", "workers": "--workers", "model": "model",
                      "serial": "serial", "length": "length", "mac_mask": "--mac-mask",
-                     "passthrough": "--passthrough", "allow_ata": "--allow-ata", "allow_all_ata": "--allow-all-ata"]
+                     "passthrough": "--passthrough", "allow_ata": "--allow-ata", "allow_all_ata": "--allow-all-ata", "ceph_id": "--ceph-id", "direct": "--direct",
+                     "offset": "--offset", "io_engine": "--io-engine"]
         return "\(flags[problem.key] ?? problem.key) \(problem.message)"
     }
 
@@ -206,6 +214,7 @@ struct AoETargetCommand: ParsableCommand {
         e.allowAllATA = allowAllATA
         e.ioEngine = ioEngine
         e.workers = workers
+        e.cephID = cephID
         if let injectErrors {
             guard let plan = FaultPlan(parsing: injectErrors) else { throw ValidationError("--inject-errors: must be \(FaultPlan.syntax), not '\(injectErrors)'") }
             e.faultPlan = plan

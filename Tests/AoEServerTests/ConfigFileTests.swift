@@ -149,6 +149,26 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(error(base + "allow_ata = [0x92]\n"), "aoe.toml:6: 'allow_ata': needs pass-through")
     }
 
+    func testRBDPathsAndTheirRules() throws {
+        let rbd = base.replacingOccurrences(of: "/srv/a.img", with: "rbd:vms/tenant/boot")
+        let spec = try parse(rbd + "ceph_id = \"aoe\"\nsync = true\n")
+        XCTAssertEqual(spec.exports[0].path, "rbd:vms/tenant/boot")
+        XCTAssertEqual(spec.exports[0].cephID, "aoe")
+        XCTAssertEqual(error(rbd + "direct = true\n"),
+                       "aoe.toml:6: 'direct': does not apply to an RBD image (served whole, through librbd's own asynchronous I/O)")
+        XCTAssertEqual(error(rbd + "io_engine = \"io_uring\"\n"),
+                       "aoe.toml:6: 'io_engine': does not apply to an RBD image (served whole, through librbd's own asynchronous I/O)")
+        XCTAssertEqual(error(rbd + "offset = 8\n"),
+                       "aoe.toml:6: 'offset': does not apply to an RBD image (served whole, through librbd's own asynchronous I/O)")
+        XCTAssertEqual(error(rbd.replacingOccurrences(of: "rbd:vms/tenant/boot", with: "rbd:boot")),
+                       "aoe.toml:5: 'path': name the image as rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE")
+        XCTAssertEqual(error(base + "ceph_id = \"aoe\"\n"), "aoe.toml:6: 'ceph_id': applies only to an rbd: path")
+        // A changed Ceph user reopens the image: it is how the device is opened.
+        var other = spec.exports[0]
+        other.cephID = "admin"
+        XCTAssertNotEqual(spec.exports[0].deviceSettings, other.deviceSettings)
+    }
+
     func testMissingRequiredKeyNamesTheTable() {
         XCTAssertEqual(error("[[export]]\nshelf = 1\nslot = 1\ninterfaces = [\"eth1\"]\n"),
                        "aoe.toml:1: 'path': missing: every [[export]] needs shelf, slot, interfaces and path")

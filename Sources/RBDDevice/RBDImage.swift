@@ -1,0 +1,193 @@
+import Glibc
+import BlockDevices
+import CRBD
+import LinuxSystem
+
+/// Why an RBD image could not be opened, in words for the admin.
+public struct RBDOpenError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var message: String
+    /// The librados/librbd error, negated back to an errno value; 0 when none.
+    public var errno: Int32
+    public init(_ message: String, errno: Int32 = 0) {
+        self.message = message
+        self.errno = errno
+    }
+    public var description: String { message }
+}
+
+/// One RBD image, opened through its own librados client, with librbd's cache off (`rbd_cache = false`): a
+/// write completes only once the OSDs committed it, so every write the target acknowledges is durable without a
+/// FLUSH (the Linux initiator never sends one). The blocking calls serve `perform`; the export's event loop uses
+/// `RBDDeviceQueue` (librbd's aio).
+public final class RBDImage: QueuedBlockDevice, @unchecked Sendable {
+    /// How long connecting to the monitors may take before the open fails (librados waits 300 s by default).
+    public static let connectTimeoutSeconds = 10
+
+    public let imageName: RBDImageName
+    public let sectorCount: UInt64
+    public let capabilities: DeviceCapabilities
+    public let identity: String
+    public var name: String { imageName.description }
+
+    private var cluster: rados_t?
+    private var pool: rados_ioctx_t?
+    let image: rbd_image_t
+
+    /// Connects as `client.<cephID>` (default `admin`) with the settings librados reads itself (`CEPH_CONF`, else
+    /// /etc/ceph/ceph.conf and the keyring it names; `CEPH_ARGS`), and opens the image.
+    public init(_ imageName: RBDImageName, cephID: String? = nil, readOnly: Bool) throws(RBDOpenError) {
+        self.imageName = imageName
+        var cluster: rados_t?
+        let user = cephID ?? "admin"
+        var rc = rados_create2(&cluster, "ceph", "client.\(user)", 0)
+        guard rc == 0, let cluster else { throw RBDOpenError("rbd: cannot create a Ceph client: \(Self.text(rc))", errno: -rc) }
+        self.cluster = cluster
+        rc = rados_conf_read_file(cluster, nil)
+        if rc < 0 {
+            rados_shutdown(cluster)
+            let conf = getenv("CEPH_CONF").map { String(cString: $0) }
+            throw RBDOpenError(conf.map { "rbd: cannot read the Ceph configuration \($0) (CEPH_CONF): \(Self.text(rc))" }
+                               ?? "rbd: no Ceph configuration: set CEPH_CONF or create /etc/ceph/ceph.conf", errno: -rc)
+        }
+        _ = rados_conf_parse_env(cluster, nil)
+        // Acknowledged means committed by the OSDs: librbd's cache would acknowledge writes from memory once a
+        // flush has been seen.
+        for (key, value) in [("rbd_cache", "false"), ("client_mount_timeout", "\(Self.connectTimeoutSeconds)"),
+                             ("rados_mon_op_timeout", "\(Self.connectTimeoutSeconds)")] {
+            rc = rados_conf_set(cluster, key, value)
+            if rc < 0 {
+                rados_shutdown(cluster)
+                throw RBDOpenError("rbd: cannot set \(key)=\(value): \(Self.text(rc))", errno: -rc)
+            }
+        }
+        rc = rados_connect(cluster)
+        if rc < 0 {
+            rados_shutdown(cluster)
+            let why: String
+            switch -rc {
+            case ETIMEDOUT: why = "no monitor answered within \(Self.connectTimeoutSeconds) s (is the cluster up and mon_host right?)"
+            case EACCES, EPERM: why = "client.\(user) was refused (keyring, caps)"
+            case ENOENT: why = "no keyring for client.\(user)"
+            default: why = Self.text(rc)
+            }
+            throw RBDOpenError("rbd: cannot connect to the Ceph cluster as client.\(user): \(why)", errno: -rc)
+        }
+        var pool: rados_ioctx_t?
+        rc = rados_ioctx_create(cluster, imageName.pool, &pool)
+        guard rc == 0, let pool else {
+            rados_shutdown(cluster)
+            throw RBDOpenError(-rc == ENOENT ? "\(imageName): pool '\(imageName.pool)' does not exist"
+                                             : "\(imageName): cannot open pool '\(imageName.pool)': \(Self.text(rc))", errno: -rc)
+        }
+        self.pool = pool
+        if !imageName.namespace.isEmpty { rados_ioctx_set_namespace(pool, imageName.namespace) }
+        var image: rbd_image_t?
+        rc = readOnly ? rbd_open_read_only(pool, imageName.image, &image, nil) : rbd_open(pool, imageName.image, &image, nil)
+        guard rc == 0, let image else {
+            rados_ioctx_destroy(pool)
+            rados_shutdown(cluster)
+            let why: String
+            switch -rc {
+            case ENOENT: why = imageName.namespace.isEmpty ? "no image '\(imageName.image)' in pool '\(imageName.pool)'"
+                                                           : "no image '\(imageName.image)' in namespace '\(imageName.namespace)' of pool '\(imageName.pool)'"
+            case EACCES, EPERM: why = "client.\(user) may not open it (caps)"
+            default: why = Self.text(rc)
+            }
+            throw RBDOpenError("\(imageName): \(why)", errno: -rc)
+        }
+        self.image = image
+        var bytes: UInt64 = 0
+        rc = rbd_get_size(image, &bytes)
+        var features: UInt64 = 0
+        if rc == 0 { rc = rbd_get_features(image, &features) }
+        var id = [CChar](repeating: 0, count: 64)
+        if rc == 0 { rc = rbd_get_id(image, &id, id.count) }
+        let imageID = String(decoding: id.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if rc < 0 {
+            rbd_close(image)
+            rados_ioctx_destroy(pool)
+            rados_shutdown(cluster)
+            throw RBDOpenError("\(imageName): cannot read the image's size and features: \(Self.text(rc))", errno: -rc)
+        }
+        sectorCount = bytes / UInt64(sectorSize)
+        hasExclusiveLock = features & UInt64(RBD_FEATURE_EXCLUSIVE_LOCK) != 0
+        capabilities = DeviceCapabilities(writable: !readOnly, canFlush: true)
+        identity = "rbd:\(imageName.pool)/\(imageID)"
+        if sectorCount == 0 {
+            close()
+            throw RBDOpenError("\(imageName): the image is smaller than one sector (\(bytes) bytes)")
+        }
+    }
+
+    /// Whether the image has the exclusive-lock feature, which failover and fencing rely on.
+    public let hasExclusiveLock: Bool
+
+    deinit { close() }
+
+    private func close() {
+        if pool == nil { return }
+        rbd_close(image)
+        rados_ioctx_destroy(pool)
+        rados_shutdown(cluster)
+        pool = nil
+        cluster = nil
+    }
+
+    /// Takes the image's exclusive lock in the mode where librbd never hands it to another client on request:
+    /// from then on, another client's write fails instead of taking the lock away. The error names the owner.
+    public func acquireExclusiveLock() throws(RBDOpenError) {
+        guard hasExclusiveLock else {
+            throw RBDOpenError("\(imageName): the image lacks the exclusive-lock feature (rbd feature enable \(imageName.pool)/\(imageName.image) exclusive-lock)")
+        }
+        let rc = rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE)
+        if rc < 0 {
+            let owners = lockOwners()
+            throw RBDOpenError(owners.isEmpty ? "\(imageName): cannot take the exclusive lock: \(Self.text(rc))"
+                                              : "\(imageName): locked by another client (\(owners.joined(separator: ", ")))", errno: -rc)
+        }
+    }
+
+    /// Whether this client holds the exclusive lock now.
+    public var ownsExclusiveLock: Bool {
+        var owner: Int32 = 0
+        return rbd_is_exclusive_lock_owner(image, &owner) == 0 && owner != 0
+    }
+
+    /// The clients holding the lock, as librbd names them.
+    public func lockOwners() -> [String] {
+        var mode = RBD_LOCK_MODE_EXCLUSIVE
+        var names = [UnsafeMutablePointer<CChar>?](repeating: nil, count: 8)
+        var count = names.count
+        guard rbd_lock_get_owners(image, &mode, &names, &count) == 0 else { return [] }
+        defer { rbd_lock_get_owners_cleanup(&names, count) }
+        return names.prefix(count).compactMap { $0.map { String(cString: $0) } }
+    }
+
+    public func makeQueue(tokenCapacity: Int) throws(DeviceError) -> any DeviceQueue {
+        try RBDDeviceQueue(image: self, tokenCapacity: tokenCapacity)
+    }
+
+    // MARK: - Blocking calls (what `DeviceRequest.perform` uses)
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        let n = rbd_read(image, lba * UInt64(sectorSize), buffer.count, buffer.baseAddress?.assumingMemoryBound(to: CChar.self))
+        try Self.check(n, expected: buffer.count, call: "rbd_read", lba: lba)
+    }
+
+    public func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        let n = rbd_write(image, lba * UInt64(sectorSize), buffer.count, buffer.baseAddress?.assumingMemoryBound(to: CChar.self))
+        try Self.check(n, expected: buffer.count, call: "rbd_write", lba: lba)
+    }
+
+    public func flush() throws(DeviceError) {
+        let rc = rbd_flush(image)
+        if rc < 0 { throw DeviceError(SystemError(call: "rbd_flush", errno: -rc)) }
+    }
+
+    static func check(_ result: Int, expected: Int, call: String, lba: UInt64) throws(DeviceError) {
+        if result < 0 { throw DeviceError(SystemError(call: call, errno: Int32(-result), context: "lba \(lba)")) }
+        if result != expected { throw DeviceError(SystemError(call: call, errno: EIO, context: "lba \(lba): \(result) of \(expected) bytes")) }
+    }
+
+    static func text(_ rc: Int32) -> String { String(cString: strerror(-rc)) }
+}
