@@ -38,7 +38,7 @@ let package = Package(
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),
         .target(name: "AoEServer", dependencies: [
-            "AoETarget", "AoEWire", "ATACore", "BlockDevices", "RBDDevice", "PacketTransport", "LinuxSystem",
+            "AoETarget", "AoEWire", "ATACore", "BlockDevices", "RBDDevice", "PacketTransport", "LinuxSystem", "AoEInitiator",
             .product(name: "TOMLKit", package: "TOMLKit"),
         ]),
         // The Prometheus endpoint: exposition of every export's counters and histograms over HTTP/1 (SwiftNIO).

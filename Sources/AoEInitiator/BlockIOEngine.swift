@@ -53,7 +53,13 @@ public final class BlockIOEngine {
         var sectors = 0
     }
 
-    public let target: TargetInfo
+    /// The target as it answers now: its MAC changes when the export fails over to another host.
+    public private(set) var target: TargetInfo
+    /// Times the target moved to another host during the run.
+    public private(set) var failovers = 0
+    /// When the target last answered an ATA request, and when we last asked who serves it after a silence.
+    private var lastAnswerAt = monotonicSeconds()
+    private var lastProbeAt = 0.0
     public let link: any FrameLink
     public let queueDepth: Int
     public var tags: TagTable { tagTable.pointee }
@@ -99,7 +105,8 @@ public final class BlockIOEngine {
         // 2 KiB boundary, and a longer one from byte 14 on into fresh pages; the default layout (36 bytes
         // before a page end) hit the slow case for 4 KiB writes, costing 2.5 us a frame. 96 bytes into a page
         // keeps the destination behind the source in both cases, and our copy of the data into the frame fast.
-        let pool = FramePool(slots: window, frameCapacity: capacity, startInPage: 96)
+        // One slot past the window for the Query Config that looks for the export on another host.
+        let pool = FramePool(slots: window + 1, frameCapacity: capacity, startInPage: 96)
         let rxPool = FramePool(slots: 32, frameCapacity: capacity, startInPage: 96)
         self.pool = pool
         self.rxPool = rxPool
@@ -120,8 +127,12 @@ public final class BlockIOEngine {
         timerActions.reserveCapacity(window)
         // Every request carries the same Ethernet and AoE header but for the tag: write it once per slot, and
         // per frame only the tag.
+        writeHeaders()
+    }
+
+    private func writeHeaders() {
         let header = AoEHeader(destination: target.mac, source: link.macAddress, address: target.address, command: .issueATA, tag: Tag(rawValue: 0))
-        for slot in 0..<window { header.write(to: pool.frame(slot).buffer) }
+        for slot in 0..<tagTable.pointee.maxWindow { header.write(to: pool.frame(slot).buffer) }
     }
 
     deinit {
@@ -275,8 +286,13 @@ public final class BlockIOEngine {
 
     private func handle(_ frame: Frame, now: Double, at time: UInt64, source: BlockIOSource) {
         let bytes = frame.bytes
-        guard let header = try? AoEHeader(parsing: bytes), header.flags.contains(.response),
-              header.command == .issueATA, header.source == target.mac, header.address == target.address else { return }
+        guard let header = try? AoEHeader(parsing: bytes), header.flags.contains(.response), header.address == target.address else { return }
+        if header.command == .queryConfig && header.source != target.mac && !header.flags.contains(.error) {
+            considerMove(to: header.source, now: now)
+            return
+        }
+        guard header.command == .issueATA, header.source == target.mac else { return }
+        lastAnswerAt = now
         guard case .complete(let slot, _) = tagTable.pointee.response(tag: header.tag.rawValue, now: now) else { return }
         let part = parts[slot]
         let a = part.active
@@ -314,6 +330,10 @@ public final class BlockIOEngine {
     private func tick(now: Double, source: BlockIOSource) throws(ClientError) {
         timerActions.removeAll(keepingCapacity: true)
         tagTable.pointee.tick(now: now, into: &timerActions)
+        if tags.inFlight > 0 && now - lastAnswerAt >= Self.silenceBeforeMove && now - lastProbeAt >= Self.silenceBeforeMove {
+            lastProbeAt = now
+            try probeForExport()
+        }
         for action in timerActions {
             switch action {
             case .resend(let slot, let tag):
@@ -327,6 +347,40 @@ public final class BlockIOEngine {
             }
         }
         try flushTx()
+    }
+}
+
+extension BlockIOEngine {
+    /// How long the target must have been silent, with requests in flight, before a Config reply for the same
+    /// shelf.slot from another MAC moves our frames there (an RBD export that failed over to its standby host,
+    /// which announces itself); after this long we also ask the segment who serves it, once per interval.
+    static let silenceBeforeMove = 1.0
+
+    /// Broadcasts Query Config for the target's shelf.slot: a host that took the export over answers.
+    private func probeForExport() throws(ClientError) {
+        var frame = pool.frame(tagTable.pointee.maxWindow)
+        AoEHeader(destination: .broadcast, source: link.macAddress, address: target.address, command: .queryConfig,
+                  tag: Tag(rawValue: 0xFFFF_FFFF)).write(to: frame.buffer)
+        frame.payload(count: AoELayout.minimumFrameSize - AoELayout.headerSize).initializeMemory(as: UInt8.self, repeating: 0)
+        frame.length = AoELayout.minimumFrameSize
+        do { try link.sendOne(frame) } catch { throw .system(error) }
+    }
+
+    /// A Config reply for our shelf.slot from another MAC: once ours has gone silent, the export lives there now.
+    private func considerMove(to mac: MACAddress, now: Double) {
+        guard tags.inFlight > 0, now - lastAnswerAt >= Self.silenceBeforeMove else { return }
+        target.mac = mac
+        failovers += 1
+        lastAnswerAt = now
+        writeHeaders()
+        timerActions.removeAll(keepingCapacity: true)
+        tagTable.pointee.resendAll(now: now, into: &timerActions)
+        for case .resend(let slot, let tag) in timerActions {
+            retag(slot: slot, tag: tag)
+            queue(pool.frame(slot).with(length: frameLength(slot)))
+            if txCount == txFrames.count { try? flushTx() }
+        }
+        try? flushTx()
     }
 }
 

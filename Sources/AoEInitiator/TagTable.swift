@@ -124,6 +124,19 @@ public struct TagTable: Sendable {
         inFlight -= 1
     }
 
+    /// After the target moved to another host: every frame in flight goes again now, with a fresh tag, and the
+    /// backoff its silence built up is forgotten (the new host has not been slow). Deadlines still hold.
+    public mutating func resendAll(now: Double, into actions: inout [TimerAction]) {
+        for slot in slots.indices {
+            guard case .inFlight(_, _, let firstSentAt, let attempts) = slots[slot] else { continue }
+            let tag = nextTag(slot: slot)
+            slots[slot] = .inFlight(tag: tag, sentAt: now, firstSentAt: firstSentAt, attempts: attempts)
+            retransmits += 1
+            actions.append(.resend(slot: slot, tag: tag))
+        }
+        backoff = 1
+    }
+
     /// Expired frames: resend with a fresh tag, or fail when out of attempts or past the deadline.
     /// Appends to `actions` (kept by the caller so the hot path does not allocate).
     public mutating func tick(now: Double, into actions: inout [TimerAction]) {

@@ -39,7 +39,7 @@ public final class MetricsExporter: Sendable {
         (.droppedTruncated, "truncated"), (.droppedNotForUs, "not_for_us"), (.droppedResponse, "response_flag"),
         (.droppedOtherAddress, "other_shelf_slot"), (.droppedMasked, "mac_mask"), (.droppedOverrun, "buffer_count_exceeded"),
         (.droppedConfigNoMatch, "config_string_no_match"), (.droppedBadSource, "group_source"),
-        (.droppedOrderingBacklog, "ordering_backlog"),
+        (.droppedOrderingBacklog, "ordering_backlog"), (.droppedNotActive, "not_active"),
     ]
 
     /// Plain per-export counters: (statistic, metric name without prefix and suffix, help).

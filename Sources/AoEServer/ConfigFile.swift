@@ -18,7 +18,7 @@ public enum ConfigFile {
     public static let exportKeys = [
         "shelf", "slot", "interfaces", "path", "read_only", "direct", "sync", "buffers", "mac_mask", "config_string",
         "model", "serial", "offset", "length", "passthrough", "allow_ata", "allow_all_ata", "io_engine", "workers",
-        "inject_errors", "ceph_id",
+        "inject_errors", "ceph_id", "failover",
     ]
 
     public static func parse(_ text: String, file: String) throws(ConfigError) -> ServerSpec {
@@ -119,6 +119,7 @@ public enum ConfigFile {
         }
         export.workers = try keys.int("workers", in: 1...256) ?? export.workers
         export.cephID = try keys.string("ceph_id")
+        export.failover = try keys.bool("failover") ?? false
         if let text = try keys.string("inject_errors") {
             guard let plan = FaultPlan(parsing: text) else { throw keys.error("inject_errors", "must be \(FaultPlan.syntax), not '\(text)'") }
             export.faultPlan = plan

@@ -22,7 +22,8 @@ public enum DeviceOpener {
                 let name: RBDImageName
                 do { name = try RBDImageName(parsing: spec.path) } catch { throw RBDOpenError(error.description) }
                 let image = try RBDImage(name, cephID: spec.cephID, readOnly: spec.readOnly)
-                if !spec.readOnly { try image.acquireExclusiveLock() }
+                // A failover export may find the lock held: it then stands by (ExportRuntime).
+                if !spec.readOnly && !spec.failover { try image.acquireExclusiveLock() }
                 return image
             } catch {
                 throw ConfigError(location, key: "path", error.description)
@@ -63,6 +64,8 @@ final class ExportRuntime: @unchecked Sendable {
     let device: any BlockDevice
     let state: ExportState
     let port: Port
+    /// For a failover export: the thread that watches the lock and the active host.
+    let failoverWatch: FailoverWatch?
 
     final class Port: @unchecked Sendable {
         let target: Target
@@ -121,13 +124,28 @@ final class ExportRuntime: @unchecked Sendable {
                 throw ConfigError(spec.location(of: "interfaces"), key: "interfaces", error.description)
             }
         }
+        let exportLog = log.labelled("e\(spec.address)@\(link.interfaceName)")
+        var role = Target.Role.active
+        if spec.failover, let image = device as? RBDImage {
+            guard image.hasExclusiveLock else {
+                throw ConfigError(spec.location(of: "failover"), key: "failover",
+                                  "\(image.name): the image lacks the exclusive-lock feature that failover relies on (rbd feature enable \(image.imageName.pool)/\(image.imageName.image) exclusive-lock)")
+            }
+            do { try image.acquireExclusiveLock() } catch {
+                role = .standby
+                exportLog.log(.info, "standby: \(error); sending nothing for e\(spec.address) while that host answers")
+            }
+        }
         let target = Target(configuration: configuration, device: device, link: link,
-                            log: log.labelled("e\(spec.address)@\(link.interfaceName)"), passThroughPolicy: policy, state: state)
+                            log: exportLog, passThroughPolicy: policy, state: state, role: role)
         if spec.ioEngine == .ioUring && !target.usesIOUring && !device.capabilities.neverBlocks && !spec.passthrough {
             throw ConfigError(spec.location(of: "io_engine"), key: "io_engine",
                               "io_uring: the kernel refused io_uring (see the log line above); use threads")
         }
         port = Port(target: target)
+        failoverWatch = (device as? RBDImage).flatMap { image in
+            spec.failover ? FailoverWatch(image: image, target: target, address: spec.address, interfaces: spec.interfaces, log: exportLog) : nil
+        }
     }
 
     /// The export's protocol state: what was saved, else the configured mask and config string. The saved
@@ -155,13 +173,17 @@ final class ExportRuntime: @unchecked Sendable {
         for p in 0..<t.link.portCount {
             let mac = t.link.macAddress(port: UInt8(p))
             let name = spec.interfaces[p]
-            t.log.log(.info, "serving \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(spec.sync ? ", durable writes" : ""), \(t.ioDescription)) as e\(spec.address) on \(name) (\(mac), MTU \(t.link.currentMTU()), \(t.configuration.bufferCount) buffers)")
+            t.log.log(.info, "\(t.role == .standby ? "standing by to serve" : "serving") \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(spec.sync ? ", durable writes" : ""), \(t.ioDescription)) as e\(spec.address) on \(name) (\(mac), MTU \(t.link.currentMTU()), \(t.configuration.bufferCount) buffers)")
         }
         port.start()
+        failoverWatch?.start()
     }
 
     /// Stops taking frames, finishes what is in flight on every NIC, flushes.
-    func stop() { port.stopAndWait() }
+    func stop() {
+        failoverWatch?.stopAndWait()
+        port.stopAndWait()
+    }
 
     /// Applies the protocol-state keys of a reloaded spec whose value in the file changed: the admin's newer
     /// word wins over what was saved. Returns what was applied, for the log.

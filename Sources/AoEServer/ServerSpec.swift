@@ -55,6 +55,9 @@ public struct ExportSpec: Hashable, Sendable {
     public var path: String
     /// For an rbd: path, the Ceph user the target connects as (client.ID); nil: admin, or what CEPH_ARGS says.
     public var cephID: String?
+    /// For a writable rbd: export served by two hosts: stand by while another host holds the image's lock,
+    /// take over when it stops answering.
+    public var failover = false
     public var readOnly = false
     public var direct = false
     public var sync = false
@@ -87,7 +90,7 @@ public struct ExportSpec: Hashable, Sendable {
 
     /// The settings that decide how the device is opened: if any differs, a reload must reopen it.
     public var deviceSettings: [String] {
-        [path, cephID ?? "-", "\(readOnly)", "\(direct)", "\(offsetSectors)", "\(lengthSectors.map(String.init) ?? "-")", "\(passthrough)"]
+        [path, cephID ?? "-", "\(failover)", "\(readOnly)", "\(direct)", "\(offsetSectors)", "\(lengthSectors.map(String.init) ?? "-")", "\(passthrough)"]
     }
 
     /// Equal ignoring where it was written (a reload that only moved lines changes nothing).
@@ -154,14 +157,17 @@ extension ExportSpec {
         }
         if !passthrough && (!allowATA.isEmpty || allowAllATA) { return (allowAllATA ? "allow_all_ata" : "allow_ata", "needs pass-through") }
         if RBDImageName.isRBD(path) {
-            do { _ = try RBDImageName(parsing: path) } catch { return ("path", error.message) }
+            do { _ = try RBDImageName(parsing: path) } catch { return ("path", error.description) }
             let inapplicable = [("passthrough", passthrough), ("direct", direct), ("offset", offsetSectors != 0),
                                 ("length", lengthSectors != nil), ("io_engine", ioEngine == .ioUring)]
             if let key = inapplicable.first(where: { $0.1 })?.0 {
                 return (key, "does not apply to an RBD image (served whole, through librbd's own asynchronous I/O)")
             }
+            if failover && readOnly { return ("failover", "needs a writable export: a read-only one takes no lock, so any number may serve the image") }
         } else if cephID != nil {
             return ("ceph_id", "applies only to an rbd: path")
+        } else if failover {
+            return ("failover", "applies only to an rbd: path (two hosts share the image through its lock)")
         }
         return nil
     }

@@ -12,7 +12,7 @@ public final class TargetStatistics: @unchecked Sendable {
         case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
         case sendErrors, receiveErrors, mtuChanges, fdatasyncs
         case passThroughCommands, passThroughRefused, mergedRequests, cachedReads, stateSaveErrors, ringSubmitRetries
-        case receiveStalledNoSlots
+        case receiveStalledNoSlots, droppedNotActive
 
         public var name: String {
             switch self {
@@ -49,6 +49,7 @@ public final class TargetStatistics: @unchecked Sendable {
             case .stateSaveErrors: "state_save_errors"
             case .ringSubmitRetries: "io_uring_submit_retries"
             case .receiveStalledNoSlots: "receive_stalled_no_frame_slots"
+            case .droppedNotActive: "dropped_not_active"
             }
         }
     }

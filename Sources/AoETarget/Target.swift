@@ -61,6 +61,34 @@ public final class Target: @unchecked Sendable {
     /// unanswered until the flush that covers them has completed.
     public static let holdCommits = Atomic<Bool>(false)
 
+    /// Whether this host answers for the export. A failover export waits as a standby while another host holds
+    /// its image's lock; one whose device reported that another host owns it now is fenced. Only an active
+    /// export sends anything for its shelf.slot: a standby that answered Query Config would become a target the
+    /// Linux initiator sends writes to.
+    public enum Role: UInt8, Sendable, CustomStringConvertible {
+        case active, standby, fenced
+        public var description: String {
+            switch self {
+            case .active: "active"
+            case .standby: "standby"
+            case .fenced: "fenced"
+            }
+        }
+    }
+
+    private let roleValue: Atomic<UInt8>
+    public var role: Role { Role(rawValue: roleValue.load(ordering: .acquiring))! }
+    /// Unsolicited Config replies still to broadcast (a takeover repeats its announcement).
+    private let announcementsDue = Atomic<Int>(0)
+    static let takeoverAnnouncements = 3
+
+    /// Standby to active, once this host holds the lock: answers from the next frame on, and announces the
+    /// export a few times so initiators add this host as a target and retransmit to it.
+    public func becomeActive() {
+        guard roleValue.compareExchange(expected: Role.standby.rawValue, desired: Role.active.rawValue, ordering: .acquiringAndReleasing).exchanged else { return }
+        announcementsDue.store(Self.takeoverAnnouncements, ordering: .releasing)
+    }
+
     private let mtu: Atomic<Int>
     /// Settings a reload changes while the export serves (the event loop reads them per frame).
     private let liveBufferCount: Atomic<Int>
@@ -77,6 +105,9 @@ public final class Target: @unchecked Sendable {
     /// By token: when a flush was submitted.
     private let flushSubmittedAt: UnsafeMutablePointer<UInt64>
     private let retransmits = RetransmitDetector()
+    /// A device another host can take over, checked after a stall.
+    private let ownedDevice: (any ExclusivelyOwnedDevice)?
+    @exclusivity(unchecked) private var lastAwake: UInt64 = 0
 
     struct PendingRequest {
         var frame: Frame
@@ -91,8 +122,11 @@ public final class Target: @unchecked Sendable {
     ///   the initiator sent it, filtered by this policy.
     /// - Parameter state: the export's protocol state, shared by all its ports; nil: a fresh one from
     ///   `configuration`, kept in memory.
+    /// - Parameter role: `.standby` for a failover export whose lock another host holds: silent until `becomeActive`.
     public init(configuration: TargetConfiguration, device: any BlockDevice, link: any FrameLink, log: TargetLog,
-                passThroughPolicy: PassThroughPolicy? = nil, state: ExportState? = nil) {
+                passThroughPolicy: PassThroughPolicy? = nil, state: ExportState? = nil, role: Role = .active) {
+        roleValue = Atomic(role.rawValue)
+        ownedDevice = device as? any ExclusivelyOwnedDevice
         precondition(TargetConfiguration.bufferCountRange.contains(configuration.bufferCount))
         precondition(configuration.address.isValidTargetAddress)
         self.configuration = configuration
@@ -286,13 +320,15 @@ public final class Target: @unchecked Sendable {
     /// the device, and returns.
     public func run(until stop: borrowing Atomic<Bool>) {
         var scratch = makeBatchScratch()
-        announce()
+        if role == .active { announce() }
         var lastSecond = monotonicSeconds()
+        var nextAnnouncement = 0.0
         while true {
             let stopping = stop.load(ordering: .relaxed)
             if stopping && inFlight == 0 { break }
             runPass(&scratch, stopping: stopping)
             everySecond(last: &lastSecond)
+            announceIfDue(next: &nextAnnouncement)
         }
         drain()
     }
@@ -352,6 +388,16 @@ public final class Target: @unchecked Sendable {
         }
     }
 
+    /// After a takeover: one of its announcements, a quarter of a second apart.
+    func announceIfDue(next: inout Double) {
+        guard announcementsDue.load(ordering: .acquiring) > 0 else { return }
+        let now = monotonicSeconds()
+        guard now >= next, role == .active else { return }
+        next = now + 0.25
+        announcementsDue.subtract(1, ordering: .relaxed)
+        announce()
+    }
+
     /// Once a second: re-reads the MTU and reports the log lines left out in the last window.
     func everySecond(last: inout Double) {
         let now = monotonicSeconds()
@@ -396,6 +442,7 @@ public final class Target: @unchecked Sendable {
         }
         statistics.add(.framesReceived, received)
         if received > 0 { batchReceivedAt = monotonicNanoseconds() }
+        if ownedDevice != nil { confirmOwnershipAfterStall() }
 
         s.txCount = 0
         for i in 0..<received {
@@ -478,6 +525,11 @@ public final class Target: @unchecked Sendable {
         let bytes = frame.bytes
         guard let header = try? AoEHeader(parsing: bytes) else {
             statistics.add(.droppedTruncated)
+            return .dropped
+        }
+        // A standby or fenced export sends nothing for its shelf.slot.
+        guard roleValue.load(ordering: .relaxed) == Role.active.rawValue else {
+            statistics.add(.droppedNotActive)
             return .dropped
         }
         // AF_PACKET also hands us frames for other hosts (promiscuous NICs, bridges): answer only ours.
@@ -801,13 +853,17 @@ public final class Target: @unchecked Sendable {
             readyQueue.append(contentsOf: scheduler.finish(id: slot))
         }
         inFlight -= finished.count
-        if !readyQueue.isEmpty { submitReady() }
-        sendBatch(replies, count: finished.count)
-        let now = monotonicNanoseconds()
-        for (i, slot) in finished.enumerated() {
-            if let operation = finishedOperations[i] {
-                metrics.answered(operation, bytes: finishedBytes[i], nanoseconds: now &- pending[slot].receivedAt)
+        if roleValue.load(ordering: .relaxed) == Role.active.rawValue {
+            if !readyQueue.isEmpty { submitReady() }
+            sendBatch(replies, count: finished.count)
+            let now = monotonicNanoseconds()
+            for (i, slot) in finished.enumerated() {
+                if let operation = finishedOperations[i] {
+                    metrics.answered(operation, bytes: finishedBytes[i], nanoseconds: now &- pending[slot].receivedAt)
+                }
             }
+        } else {
+            discardReady()
         }
         freeSlots.append(contentsOf: finished)
         return reaped
@@ -815,6 +871,7 @@ public final class Target: @unchecked Sendable {
 
     private func complete(_ completion: DeviceCompletion) {
         let token = completion.token
+        if let failure = completion.failure, failure.ownershipLost { fence(because: "\(device.name): \(failure)") }
         if token >= commitToken {
             flushCompleted(token: token)
             if token == commitToken + GroupCommit.maxCommits {
@@ -853,6 +910,40 @@ public final class Target: @unchecked Sendable {
             } else {
                 finishTransfer(head: head, succeeded: completion.failure == nil)
             }
+        }
+    }
+
+    /// Another host owns the device now (its lock was broken): from this moment the export answers nothing, not
+    /// even an error for what it could not finish (the initiator would fail that I/O; silence makes it
+    /// retransmit to the new owner), and the requests it queued are dropped, never submitted later. It does not
+    /// become active again by itself.
+    public func fence(because reason: String) {
+        guard roleValue.exchange(Role.fenced.rawValue, ordering: .acquiringAndReleasing) != Role.fenced.rawValue else { return }
+        log.log(.error, "fenced: \(reason); another host owns the export now, so this one answers nothing more and drops what it queued (restart or reload to serve it again)")
+    }
+
+    /// A loop that did not run for a while (the process was stopped, the VM paused) may have been taken over
+    /// meanwhile: before it answers what arrived during the stall, it asks the cluster whether it still owns
+    /// the device. The standby takes over only after `FailoverTiming.takeoverAfterSilence` of silence, so a
+    /// stall shorter than this cannot hide a takeover.
+    static let stallBeforeOwnershipCheck: UInt64 = 1_000_000_000
+
+    private func confirmOwnershipAfterStall() {
+        let now = monotonicNanoseconds()
+        defer { lastAwake = now }
+        guard now &- lastAwake > Self.stallBeforeOwnershipCheck, lastAwake != 0, let ownedDevice,
+              roleValue.load(ordering: .relaxed) == Role.active.rawValue else { return }
+        if !ownedDevice.confirmOwnership() {
+            fence(because: "\(device.name): after \((now &- lastAwake) / 1_000_000) ms without running, the cluster says another host holds it")
+        }
+    }
+
+    /// Releases every request that is ready but not submitted, unanswered, with those their finishing admits.
+    private func discardReady() {
+        while let slot = readyQueue.popLast() {
+            readyQueue.append(contentsOf: scheduler.finish(id: slot))
+            inFlight -= 1
+            freeSlots.append(slot)
         }
     }
 

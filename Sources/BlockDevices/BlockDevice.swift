@@ -22,7 +22,13 @@ public struct DeviceCapabilities: Hashable, Sendable {
 /// A failed device operation. Mapped to ATA ABRT in the reply and logged with its context.
 public struct DeviceError: Error, Hashable, Sendable, CustomStringConvertible {
     public var underlying: SystemError
-    public init(_ underlying: SystemError) { self.underlying = underlying }
+    /// The device refused because another host owns it now (an RBD image whose lock was broken): the request
+    /// must go unanswered and the export must stop answering (fencing), not reply ABRT.
+    public var ownershipLost: Bool
+    public init(_ underlying: SystemError, ownershipLost: Bool = false) {
+        self.underlying = underlying
+        self.ownershipLost = ownershipLost
+    }
     public var description: String { underlying.description }
 }
 
@@ -88,4 +94,12 @@ public let sectorSize = 512
 /// instead of io_uring or threads.
 public protocol QueuedBlockDevice: BlockDevice {
     func makeQueue(tokenCapacity: Int) throws(DeviceError) -> any DeviceQueue
+}
+
+/// A device another host can take over (an RBD image under an exclusive lock): served only while this host
+/// owns it.
+public protocol ExclusivelyOwnedDevice: BlockDevice {
+    /// Asks the cluster whether this host still holds the device: false once another host has taken it over.
+    /// When the cluster cannot tell (unreachable), true: the next I/O will.
+    func confirmOwnership() -> Bool
 }

@@ -44,7 +44,7 @@ public final class RBDDeviceQueue: DeviceQueue {
             if rc < 0 { rbd_aio_release(completion) }
         }
         if rc < 0 {
-            refused.append(DeviceCompletion(token: request.token, failure: DeviceError(SystemError(call: Self.call(request.operation), errno: -rc))))
+            refused.append(DeviceCompletion(token: request.token, failure: Self.error(Self.call(request.operation), errno: -rc)))
         }
     }
 
@@ -69,7 +69,7 @@ public final class RBDDeviceQueue: DeviceQueue {
                 let token = Int(bitPattern: rbd_aio_get_arg(completion)) - 1
                 let result = rbd_aio_get_return_value(completion)
                 rbd_aio_release(completion)
-                body(DeviceCompletion(token: token, failure: result < 0 ? DeviceError(SystemError(call: "rbd_aio", errno: Int32(-result))) : nil))
+                body(DeviceCompletion(token: token, failure: result < 0 ? Self.error("rbd_aio", errno: Int32(-result)) : nil))
             }
             n += Int(count)
             if Int(count) < polled.count { break }
@@ -81,6 +81,12 @@ public final class RBDDeviceQueue: DeviceQueue {
     public func wait(readable descriptor: Int32?, timeout: Double) {
         if !refused.isEmpty { return }
         _ = Syscall.waitReadable(completions.descriptor, or: descriptor ?? -1, timeout: timeout)
+    }
+
+    /// librbd's word for "another client owns the image now": blocklisted (EBLOCKLISTED is ESHUTDOWN) after
+    /// the lock was broken, or EROFS for a write once the lock is gone.
+    static func error(_ call: String, errno: Int32) -> DeviceError {
+        DeviceError(SystemError(call: call, errno: errno), ownershipLost: errno == ESHUTDOWN || errno == EROFS)
     }
 
     private static func call(_ operation: DeviceRequest.Operation) -> String {

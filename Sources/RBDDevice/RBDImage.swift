@@ -19,9 +19,12 @@ public struct RBDOpenError: Error, Hashable, Sendable, CustomStringConvertible {
 /// write completes only once the OSDs committed it, so every write the target acknowledges is durable without a
 /// FLUSH (the Linux initiator never sends one). The blocking calls serve `perform`; the export's event loop uses
 /// `RBDDeviceQueue` (librbd's aio).
-public final class RBDImage: QueuedBlockDevice, @unchecked Sendable {
+public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, @unchecked Sendable {
     /// How long connecting to the monitors may take before the open fails (librados waits 300 s by default).
     public static let connectTimeoutSeconds = 10
+    /// How long one operation may wait for the OSDs before it fails (and the initiator gets ABRT), instead of
+    /// hanging forever (librados' default) while the cluster is unavailable.
+    public static let operationTimeoutSeconds = 30
 
     public let imageName: RBDImageName
     public let sectorCount: UInt64
@@ -53,7 +56,8 @@ public final class RBDImage: QueuedBlockDevice, @unchecked Sendable {
         // Acknowledged means committed by the OSDs: librbd's cache would acknowledge writes from memory once a
         // flush has been seen.
         for (key, value) in [("rbd_cache", "false"), ("client_mount_timeout", "\(Self.connectTimeoutSeconds)"),
-                             ("rados_mon_op_timeout", "\(Self.connectTimeoutSeconds)")] {
+                             ("rados_mon_op_timeout", "\(Self.connectTimeoutSeconds)"),
+                             ("rados_osd_op_timeout", "\(Self.operationTimeoutSeconds)")] {
             rc = rados_conf_set(cluster, key, value)
             if rc < 0 {
                 rados_shutdown(cluster)
@@ -141,7 +145,7 @@ public final class RBDImage: QueuedBlockDevice, @unchecked Sendable {
         }
         let rc = rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE)
         if rc < 0 {
-            let owners = lockOwners()
+            let owners = lockOwners() ?? []
             throw RBDOpenError(owners.isEmpty ? "\(imageName): cannot take the exclusive lock: \(Self.text(rc))"
                                               : "\(imageName): locked by another client (\(owners.joined(separator: ", ")))", errno: -rc)
         }
@@ -153,14 +157,62 @@ public final class RBDImage: QueuedBlockDevice, @unchecked Sendable {
         return rbd_is_exclusive_lock_owner(image, &owner) == 0 && owner != 0
     }
 
-    /// The clients holding the lock, as librbd names them.
-    public func lockOwners() -> [String] {
+    /// The clients holding the lock, as librbd names them (by address); nil when the cluster did not say.
+    public func lockOwners() -> [String]? {
         var mode = RBD_LOCK_MODE_EXCLUSIVE
         var names = [UnsafeMutablePointer<CChar>?](repeating: nil, count: 8)
         var count = names.count
-        guard rbd_lock_get_owners(image, &mode, &names, &count) == 0 else { return [] }
+        let rc = rbd_lock_get_owners(image, &mode, &names, &count)
+        if rc == -ENOENT { return [] }
+        guard rc == 0 else { return nil }
         defer { rbd_lock_get_owners_cleanup(&names, count) }
         return names.prefix(count).compactMap { $0.map { String(cString: $0) } }
+    }
+
+    // MARK: - Ownership (failover and fencing)
+
+    /// This client's address as the cluster sees it, which is how librbd names a lock owner.
+    public var clientAddress: String {
+        var addresses: UnsafeMutablePointer<CChar>?
+        guard rados_getaddrs(cluster, &addresses) == 0, let addresses else { return "" }
+        defer { free(addresses) }
+        return String(cString: addresses)
+    }
+
+    public func confirmOwnership() -> Bool {
+        var mode = RBD_LOCK_MODE_EXCLUSIVE
+        var names = [UnsafeMutablePointer<CChar>?](repeating: nil, count: 8)
+        var count = names.count
+        let rc = rbd_lock_get_owners(image, &mode, &names, &count)
+        if rc == -ESHUTDOWN { return false }   // blocklisted: the lock was broken
+        guard rc == 0 else { return rc != -ENOENT }
+        defer { rbd_lock_get_owners_cleanup(&names, count) }
+        let owners = names.prefix(count).compactMap { $0.map { String(cString: $0) } }
+        let me = clientAddress
+        return owners.contains { Self.sameClient($0, me) }
+    }
+
+    /// librbd names an owner by its address, which may carry the v2/v1 protocol prefixes or a bracketed list.
+    static func sameClient(_ owner: String, _ address: String) -> Bool {
+        func nonces(_ text: String) -> Set<Substring> {
+            Set(text.split(whereSeparator: { $0 == "," || $0 == "[" || $0 == "]" || $0 == " " }).map { part in
+                part.hasPrefix("v2:") || part.hasPrefix("v1:") ? part.dropFirst(3) : part[...]
+            })
+        }
+        return !address.isEmpty && !nonces(owner).isDisjoint(with: nonces(address))
+    }
+
+    /// A standby's takeover: breaks the lock of every owner (librbd blocklists each, so none of their writes
+    /// can land afterwards), takes the lock, and checks that this client holds it. Returns the owners broken.
+    public func takeOver() throws(RBDOpenError) -> [String] {
+        let owners = lockOwners() ?? []
+        for owner in owners {
+            let rc = rbd_lock_break(image, RBD_LOCK_MODE_EXCLUSIVE, owner)
+            if rc < 0 && rc != -ENOENT { throw RBDOpenError("\(imageName): cannot break the lock of \(owner): \(Self.text(rc))", errno: -rc) }
+        }
+        try acquireExclusiveLock()
+        guard ownsExclusiveLock else { throw RBDOpenError("\(imageName): took the lock, yet librbd says another client owns it") }
+        return owners
     }
 
     public func makeQueue(tokenCapacity: Int) throws(DeviceError) -> any DeviceQueue {

@@ -43,7 +43,7 @@ struct AoETargetCommand: ParsableCommand {
 
         MANY EXPORTS: --config FILE serves every [[export]] of a TOML file (shelf, slot, interfaces, path, and \
         one key per option: read_only, direct, sync, buffers, mac_mask, config_string, model, serial, offset, \
-        length, passthrough, allow_ata, allow_all_ata, io_engine, workers, inject_errors, ceph_id; top level: state_dir, log_level, \
+        length, passthrough, allow_ata, allow_all_ata, io_engine, workers, inject_errors, ceph_id, failover; top level: state_dir, log_level, \
         pcap); see deploy/aoe-target.toml. What initiators change (config string, MAC mask list, reserve \
         list, write cache) is saved in state_dir (default /var/lib/aoe-target; --state-dir on the command \
         line) before the change is acknowledged.
@@ -123,6 +123,9 @@ struct AoETargetCommand: ParsableCommand {
     @Flag(name: .customLong("allow-all-ata"), help: "With --passthrough: let every opcode through, including ones that can destroy data or brick the drive.")
     var allowAllATA = false
 
+    @Flag(help: "With a writable rbd: FILE served by two hosts: while another host holds the image's lock, stand by and send nothing for SHELF.SLOT; when that host stops answering Query Config for 3 s (or releases the lock), break its lock (Ceph blocklists it), take over and announce the export. A host that lost the lock is fenced: it answers nothing more.")
+    var failover = false
+
     @Option(name: .customLong("ceph-id"), help: ArgumentHelp("With an rbd: FILE: connect to Ceph as client.ID (default: admin), with that user's keyring.", valueName: "ID"))
     var cephID: String?
 
@@ -144,7 +147,7 @@ struct AoETargetCommand: ParsableCommand {
     /// Options that belong in the config file when there is one.
     var exportOptionsGiven: Bool {
         buffers != 64 || readOnly || direct || sync || macMask != nil || offset != 0 || length != nil || !configString.isEmpty
-            || model != "Swift AoE target" || serial != nil || ioEngine != .automatic || workers != 16 || passthrough || injectErrors != nil || cephID != nil
+            || model != "Swift AoE target" || serial != nil || ioEngine != .automatic || workers != 16 || passthrough || injectErrors != nil || cephID != nil || failover
             || allowATA != nil || allowAllATA || pcap != nil || pcapLimit != nil || stateDirectory != nil || metrics != nil
     }
 
@@ -168,8 +171,10 @@ struct AoETargetCommand: ParsableCommand {
     func cliProblem(_ problem: (key: String, message: String)) -> String {
         let flags = ["buffers": "buffer count", "config_string": "config string", "workers": "--workers", "model": "model",
                      "serial": "serial", "length": "length", "mac_mask": "--mac-mask",
-                     "passthrough": "--passthrough", "allow_ata": "--allow-ata", "allow_all_ata": "--allow-all-ata", "ceph_id": "--ceph-id", "direct": "--direct",
+                     "passthrough": "--passthrough", "allow_ata": "--allow-ata", "allow_all_ata": "--allow-all-ata", "ceph_id": "--ceph-id", "failover": "--failover", "direct": "--direct",
                      "offset": "--offset", "io_engine": "--io-engine"]
+        // A path problem names the path itself.
+        if problem.key == "path" { return problem.message }
         return "\(flags[problem.key] ?? problem.key) \(problem.message)"
     }
 
@@ -215,6 +220,7 @@ struct AoETargetCommand: ParsableCommand {
         e.ioEngine = ioEngine
         e.workers = workers
         e.cephID = cephID
+        e.failover = failover
         if let injectErrors {
             guard let plan = FaultPlan(parsing: injectErrors) else { throw ValidationError("--inject-errors: must be \(FaultPlan.syntax), not '\(injectErrors)'") }
             e.faultPlan = plan

@@ -88,7 +88,7 @@ struct Bench: ParsableCommand {
                     "iops": r.iops, "mbps": r.megabytesPerSecond, "latency_us": latency, "retransmits": engine.retransmits,
                     "rto_ms": engine.retransmitTimeout * 1000, "srtt_ms": engine.smoothedRTT * 1000,
                     "late_responses": engine.lateResponses, "errors": r.errors, "verify_mismatches": r.verifyMismatches,
-                    "verified_blocks": r.verifiedBlocks,
+                    "verified_blocks": r.verifiedBlocks, "failovers": engine.failovers, "target_mac": "\(engine.target.mac)",
                 ]
                 if let e = r.firstError { object["first_error"] = e }
                 if let m = r.firstMismatch { object["first_mismatch"] = m }
@@ -101,6 +101,7 @@ struct Bench: ParsableCommand {
                              latency["min"] as! Double, latency["mean"] as! Double, latency["p50"] as! Double, latency["p90"] as! Double,
                              latency["p99"] as! Double, latency["p99_9"] as! Double, latency["max"] as! Double))
                 print("retransmits: \(engine.retransmits) (late replies ignored: \(engine.lateResponses))")
+                if engine.failovers > 0 { print("failovers: \(engine.failovers) (the export now answers from \(engine.target.mac))") }
                 print("errors: \(r.errors)" + (r.firstError.map { " (first: \($0))" } ?? ""))
                 if verify || verifyExisting {
                     print("verified blocks: \(r.verifiedBlocks), mismatches: \(r.verifyMismatches)" + (r.firstMismatch.map { " (first: \($0))" } ?? ""))

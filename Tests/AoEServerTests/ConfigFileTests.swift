@@ -161,7 +161,7 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(error(rbd + "offset = 8\n"),
                        "aoe.toml:6: 'offset': does not apply to an RBD image (served whole, through librbd's own asynchronous I/O)")
         XCTAssertEqual(error(rbd.replacingOccurrences(of: "rbd:vms/tenant/boot", with: "rbd:boot")),
-                       "aoe.toml:5: 'path': name the image as rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE")
+                       "aoe.toml:5: 'path': rbd:boot: name the image as rbd:POOL/IMAGE or rbd:POOL/NAMESPACE/IMAGE")
         XCTAssertEqual(error(base + "ceph_id = \"aoe\"\n"), "aoe.toml:6: 'ceph_id': applies only to an rbd: path")
         // A changed Ceph user reopens the image: it is how the device is opened.
         var other = spec.exports[0]

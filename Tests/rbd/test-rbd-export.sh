@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# An export on a Ceph RBD image (one-node cluster on the namespace's loopback, Tests/rbd/ceph-cluster.sh):
+# bench --verify through AoE; data written through AoE read back with librbd's own `rbd export` (and, as the
+# negative control, found different from a pattern that was not written); kill -9 under write load, restart,
+# every acknowledged write present (--verify-existing); clear errors for a missing image, a wrong pool, an
+# image locked by another target and a cluster nobody answers for.
+. "$(dirname "$0")/../e2e/lib.sh"
+. "$ROOT/Tests/rbd/ceph-cluster.sh"
+differs() { ! cmp -s "$@"; }
+ceph_available || skip "Ceph daemons or CLIs missing (scripts/install-deps.sh rbd)"
+trap 'ceph_stop; cleanup' EXIT
+net_up 1500
+ceph_start "$WORK/ceph" "$NS" || skip "the one-node Ceph cluster did not start (see above)"
+ceph_image_create img 128M || { fail "rbd create"; finish; }
+
+start_target "$WORK/t1.log" -b 64 1 1 t0 rbd:rbd/img
+check "served through librbd's aio" grep -q "librbd aio on rbd:rbd/img" "$WORK/t1.log"
+check "identify: 128 MiB = 262144 sectors" grep -qx "sectors: 262144" <(aoectl identify -i i0 1.1)
+aoectl bench -i i0 1.1 --rw randrw --qd 16 --bs 8k --count 2000 --region 0:16384 --verify --seed 7 --json >"$WORK/v.json"
+check "randrw --verify on rbd: 0 mismatches, 0 errors" test "$(jq -c '[.verify_mismatches, .errors, (.verified_blocks > 0)]' "$WORK/v.json")" = "[0,0,true]"
+
+# 64 KiB at sector 100000 through AoE, read back through librbd.
+head -c 65536 /dev/urandom >"$WORK/pattern"
+aoectl write -i i0 1.1 --lba 100000 --input "$WORK/pattern" >/dev/null
+ceph_rbd export rbd/img "$WORK/exported" >/dev/null 2>&1
+check "what AoE wrote is in the image (rbd export)" cmp -s "$WORK/pattern" <(dd if="$WORK/exported" bs=512 skip=100000 count=128 2>/dev/null)
+head -c 65536 /dev/urandom >"$WORK/other"
+check "negative control: a pattern not written does not compare equal" differs "$WORK/other" <(dd if="$WORK/exported" bs=512 skip=100000 count=128 2>/dev/null)
+
+# Another writable target on the same image is refused: the first holds the exclusive lock.
+ip netns exec "$NS" "$BIN/aoe-target" 1 2 t0 rbd:rbd/img >"$WORK/second.log" 2>&1; rc=$?
+check "second target on a locked image exits 1 naming the lock ($(tail -1 "$WORK/second.log"))" \
+    test $rc -eq 1 -a -n "$(grep 'locked by another client' "$WORK/second.log")"
+stop_target
+
+# kill -9 under write load: every write acknowledged before the kill is in the image after a restart.
+start_target "$WORK/t2.log" -b 64 1 1 t0 rbd:rbd/img
+aoectl bench -i i0 1.1 --rw write --qd 16 --bs 4k --count 4096 --region 0:32768 --verify --seed 11 --json >"$WORK/w.json"
+check "sequential write --verify: all 4096 blocks verified" test "$(jq -c '[.verify_mismatches, .verified_blocks, .errors]' "$WORK/w.json")" = "[0,4096,0]"
+aoectl bench -i i0 1.1 --rw randwrite --qd 32 --bs 4k --duration 20 --region 0:32768 --verify --seed 11 --json >"$WORK/kill.json" 2>/dev/null &
+bench=$!
+sleep 2
+kill -KILL "$TARGET_PID"
+wait "$bench"
+start_target "$WORK/t3.log" -b 64 1 1 t0 rbd:rbd/img
+check "restart after kill -9 takes the lock again" grep -q "serving" "$WORK/t3.log"
+aoectl bench -i i0 1.1 --rw read --qd 16 --bs 4k --count 4096 --region 0:32768 --verify-existing --seed 11 --json >"$WORK/after.json"
+check "after kill -9: every block holds an acknowledged write of seed 11" test "$(jq -c '[.verify_mismatches, (.verified_blocks > 0)]' "$WORK/after.json")" = "[0,true]"
+aoectl bench -i i0 1.1 --rw read --qd 16 --bs 4k --count 512 --region 0:32768 --verify-existing --seed 12 --json >"$WORK/wrongseed.json"; rc=$?
+check "negative control: another seed's pattern is not found" test $rc -ne 0 -a "$(jq .verify_mismatches "$WORK/wrongseed.json")" -gt 0
+stop_target
+
+# Clear errors.
+expect_error() { # expect_error WHAT EXIT PATTERN ARGS...: exit code EXIT (1: cannot serve, 64: usage) and PATTERN said
+    local what=$1 want=$2 pattern=$3; shift 3
+    ip netns exec "$NS" timeout 60 "$BIN/aoe-target" "$@" >"$WORK/err.log" 2>&1; local rc=$?
+    check "$what: exit $want, '$(grep -F "$pattern" "$WORK/err.log" | head -1)'" test $rc -eq "$want" -a -n "$(grep -F "$pattern" "$WORK/err.log")"
+}
+expect_error "missing image" 1 "no image 'nope' in pool 'rbd'" 1 1 t0 rbd:rbd/nope
+expect_error "wrong pool" 1 "pool 'nopool' does not exist" 1 1 t0 rbd:nopool/img
+expect_error "malformed name" 64 "rbd:img: name the image as rbd:POOL/IMAGE" 1 1 t0 rbd:img
+expect_error "--direct on rbd" 64 "does not apply to an RBD image" --direct 1 1 t0 rbd:rbd/img
+sed 's/^mon_host.*/mon_host = 127.0.0.1:1/' "$CEPH_CONF" >"$WORK/unreachable.conf"
+start=$SECONDS
+CEPH_CONF=$WORK/unreachable.conf expect_error "no cluster reachable" 1 "no monitor answered within 10 s" 1 1 t0 rbd:rbd/img
+check "the unreachable cluster fails within 30 s, not a hang ($((SECONDS - start)) s)" test $((SECONDS - start)) -le 30
+finish
