@@ -41,11 +41,11 @@ done
 
 if [ "$QUICK" = 1 ]; then
     : "${DURATION:=2}" "${MTUS:=1500}"; IMG_MB=256
-    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync null"
+    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync null aoe/rbd"
     WORKLOADS="4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 else
     : "${DURATION:=5}" "${MTUS:=1500 9000}"; IMG_MB=1024
-    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync vblade/disk-sync null"
+    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync vblade/disk-sync null aoe/rbd"
     WORKLOADS="4k-randread-qd1 4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 fi
 if [ -n "$BASELINE" ]; then
@@ -54,7 +54,7 @@ if [ -n "$BASELINE" ]; then
     TARGETS="$TARGETS base/tmpfs base/disk-direct base/disk-sync"
 fi
 TARGETS=${ONLY_TARGETS:-$TARGETS} WORKLOADS=${ONLY_WORKLOADS:-$WORKLOADS}
-for t in $TARGETS; do case $t in aoe/tmpfs|aoe/disk-direct|aoe/disk|aoe/disk-sync|aoe/disk-direct-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
+for t in $TARGETS; do case $t in aoe/rbd|aoe/tmpfs|aoe/disk-direct|aoe/disk|aoe/disk-sync|aoe/disk-direct-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
     base/tmpfs|base/disk-direct|base/disk-sync) [ -n "$BASELINE" ] || { echo "run.sh: $t needs --baseline BIN" >&2; exit 2; } ;;
     *) echo "run.sh: unknown target $t" >&2; exit 2 ;; esac; done
 for w in $WORKLOADS; do case $w in 4k-randread-qd1|4k-randread-qd32|4k-randwrite-qd32|seqread-maxframe-qd32) ;;
@@ -93,6 +93,7 @@ stop_target() {
 }
 cleanup() {
     stop_target
+    [ -n "${CEPH_DIR:-}" ] && ceph_stop
     ip netns del "$NS" 2>/dev/null
     rm -f "$SHM_IMG" "$DISK_IMG"
     if [ "$KEEP" = 1 ]; then log "results and logs kept in $W"; else rm -rf "$W"; fi
@@ -124,6 +125,23 @@ ip netns exec "$NS" sysctl -qw net.ipv6.conf.$TI.disable_ipv6=1 net.ipv6.conf.$I
 ip -n "$NS" link set "$TI" up && ip -n "$NS" link set "$II" up || exit 1
 inns() { ip netns exec "$NS" "$@"; }
 
+# ---------------------------------------------------------------- Ceph, for aoe/rbd and fio/rbd
+# A one-node cluster on the namespace's loopback (Tests/rbd/ceph-cluster.sh) and an image of the same size as
+# the others, written through once so that reads meet data, not absent objects.
+RBD_IMAGE=bench
+if [[ " $TARGETS " == *" aoe/rbd "* ]]; then
+    . "$REPO/Tests/rbd/ceph-cluster.sh"
+    ip -n "$NS" link set lo up
+    log "starting a one-node Ceph cluster for aoe/rbd and fio/rbd"
+    if ceph_start "$W/ceph" "$NS" && ceph_image_create "$RBD_IMAGE" "${IMG_MB}M" &&
+        ceph_rbd bench --io-type write --io-pattern seq --io-size 4M --io-total "${IMG_MB}M" "rbd/$RBD_IMAGE" >"$W/rbd-fill.log" 2>&1; then
+        :
+    else
+        log "Ceph did not start: aoe/rbd and fio/rbd left out"
+        TARGETS=$(sed 's|aoe/rbd||' <<<"$TARGETS")
+    fi
+fi
+
 # ---------------------------------------------------------------- targets
 target_cmd() {   # prints the command line of target $1, one word per line
     case "$1" in
@@ -133,6 +151,7 @@ target_cmd() {   # prints the command line of target $1, one word per line
         aoe/disk-sync)    printf '%s\n' "$AOETARGET" --buffers 256 --sync 1 1 "$TI" "$DISK_IMG" ;;
         aoe/disk-direct-sync) printf '%s\n' "$AOETARGET" --buffers 256 --direct --sync 1 1 "$TI" "$DISK_IMG" ;;
         null)             printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" null:8G ;;
+        aoe/rbd)          printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" "rbd:rbd/$RBD_IMAGE" ;;
         base/*)           target_cmd "aoe/${1#base/}" | sed "1s|.*|$BASELINE|" ;;
         vblade/tmpfs)     printf '%s\n' "$VBLADE" -b 256 1 1 "$TI" "$SHM_IMG" ;;
         vblade/disk)      printf '%s\n' "$VBLADE" -b 256 -d 1 1 "$TI" "$DISK_IMG" ;;
@@ -225,6 +244,27 @@ run_fio() {   # $1 round: the local device ceiling on the real-disk image
     log "  $(printf '%-16s %-22s %-8s %9.0f IOPS %8.1f MB/s' fio/disk 4k-randread-qd32 fio "$iops" "$mbps")"
 }
 
+run_fio_rbd() {   # $1 round: local librbd (fio's rbd engine) on the image aoe/rbd serves, at the same QD
+    local wl rw out fields
+    for wl in $WORKLOADS; do
+        case $wl in 4k-randread-qd32) rw=randread ;; 4k-randwrite-qd32) rw=randwrite ;; *) continue ;; esac
+        out=$(inns timeout -k 2 $((DURATION + 30)) fio --name=rbd --ioengine=rbd --clientname=admin --pool=rbd \
+            --rbdname="$RBD_IMAGE" --rw=$rw --bs=4k --iodepth=32 --runtime="$DURATION" --time_based \
+            --output-format=json 2>>"$W/fio-rbd.err")
+        local side=read; [ $rw = randwrite ] && side=write
+        fields=$(jq -r --arg s $side '.jobs[0] | [.[$s].iops, .[$s].bw_bytes / 1e6, .[$s].clat_ns.percentile["50.000000"] / 1000,
+            .[$s].clat_ns.percentile["99.000000"] / 1000] | @tsv' <<<"$out" 2>/dev/null)
+        if [ -z "$fields" ]; then
+            log "  fio/rbd $wl: FAILED"; printf '%s\t%s\t%s\t%s\t%s\tfail\n' - fio/rbd "$wl" fio "$1" >>"$RESULTS"; continue
+        fi
+        local iops mbps p50 p99
+        IFS=$'\t' read -r iops mbps p50 p99 <<<"$fields"
+        # The client is in this process: no target CPU to attribute.
+        printf '%s\t%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\tnan\t0\t0\n' - fio/rbd "$wl" fio "$1" "$iops" "$mbps" "$p50" "$p99" >>"$RESULTS"
+        log "  $(printf '%-16s %-22s %-8s %9.0f IOPS %8.1f MB/s' fio/rbd "$wl" fio "$iops" "$mbps")"
+    done
+}
+
 # ---------------------------------------------------------------- the runs
 nwl=$(wc -w <<<"$WORKLOADS")
 LIFETIME=$(( (nwl * 3) * (DURATION * 5 + 25) + 60 ))   # bound on one target's life: all its runs, worst case
@@ -235,6 +275,7 @@ for mtu in $MTUS; do
     for round in $(seq "$ROUNDS"); do
         log "MTU $mtu, round $round/$ROUNDS"
         [ "$first_mtu" = 1 ] && run_fio "$round"
+        [ "$first_mtu" = 1 ] && [[ " $TARGETS " == *" aoe/rbd "* ]] && run_fio_rbd "$round"
         for target in $TARGETS; do
             tlog="$W/target-${target//\//-}-mtu$mtu-r$round.log"
             RSS_NOTE="$target $mtu"
@@ -259,7 +300,7 @@ for f in "$W"/target-*.log; do   # drops that the targets counted (aoe-target lo
     [ -n "$d" ] && echo "note: $(basename "$f" .log): $d"
 done
 echo
-awk -F'\t' -v targets="fio/disk $TARGETS" -v workloads="$WORKLOADS" -v mtus="- $MTUS" -v rounds="$ROUNDS" '
+awk -F'\t' -v targets="fio/disk fio/rbd $TARGETS" -v workloads="$WORKLOADS" -v mtus="- $MTUS" -v rounds="$ROUNDS" '
 function ref_vblade(t) {
     if (t == "aoe/tmpfs" || t == "null") return "vblade/tmpfs"
     if (t == "aoe/disk-direct") return "vblade/disk"
@@ -281,12 +322,10 @@ END {
     hdr = sprintf("%-5s %-20s %-22s %-8s %9s %8s %7s %7s %8s %6s %6s %5s %5s %4s", "mtu", "target", "workload", "client",
         "IOPS", "MB/s", "p50us", "p99us", "CPUus/IO", "xvbl", "xnull", "retx", "err", "±%")
     print hdr; gsub(/./, "-", hdr); print hdr
-    nm = split(mtus, M, " "); nt = split(targets, T, " "); nw = split(workloads, WL, " ")
-    WL[++nw] = "4k-randread-qd32"
+    nm = split(mtus, M, " "); nt = split(targets, T, " "); nw = nreal = split(workloads, WL, " ")
+    if (index(" " workloads " ", " 4k-randread-qd32 ") == 0) WL[++nw] = "4k-randread-qd32"
     for (a = 1; a <= nm; a++) for (w = 1; w <= nw; w++) for (b = 1; b <= nt; b++) for (c = 1; c <= 3; c++) {
         client = c == 1 ? "aoectl" : c == 2 ? "aoe-load" : "fio"
-        if (w == nw && M[a] != "-") continue
-        if (w < nw && M[a] == "-") continue
         k = M[a] SUBSEP T[b] SUBSEP WL[w] SUBSEP client
         if (!(k in keys)) continue
         if (!(k in n)) { printf "%-5s %-20s %-22s %-8s %9s   (all %d runs failed)\n", M[a], T[b], WL[w], client, "FAIL", fails[k]; continue }
@@ -300,7 +339,7 @@ END {
             retx[k], errs[k], spread, (k in fails) ? "  (" fails[k] " failed)" : ""
     }
     # before/after: the current binary against the baseline, row by row
-    for (a = 1; a <= nm; a++) for (w = 1; w < nw; w++) for (b = 1; b <= nt; b++) {
+    for (a = 1; a <= nm; a++) for (w = 1; w <= nreal; w++) for (b = 1; b <= nt; b++) {
         if (T[b] !~ /^base\//) continue
         cur = "aoe/" substr(T[b], 6)
         kb = M[a] SUBSEP T[b] SUBSEP WL[w] SUBSEP "aoectl"; kc = M[a] SUBSEP cur SUBSEP WL[w] SUBSEP "aoectl"
@@ -310,7 +349,7 @@ END {
         }
     }
     # the client cost: the same target driven by aoectl and by aoe-load
-    for (a = 1; a <= nm; a++) for (w = 1; w < nw; w++) for (b = 1; b <= nt; b++) {
+    for (a = 1; a <= nm; a++) for (w = 1; w <= nreal; w++) for (b = 1; b <= nt; b++) {
         ka = M[a] SUBSEP T[b] SUBSEP WL[w] SUBSEP "aoectl"; kc = M[a] SUBSEP T[b] SUBSEP WL[w] SUBSEP "aoe-load"
         if ((ka in n) && (kc in n) && iops[kc] > 0) {
             if (!hdr2++) print "\naoectl IOPS / aoe-load IOPS on the same target (below 1: aoectl is the bottleneck):"
@@ -349,6 +388,10 @@ END {
     low = (f != "" && nl != "") ? (f < nl ? f : nl) : ""
     goal("MTU 1500 4k-randread-qd32: aoe/disk-direct / min(fio " sprintf("%.0f", f) ", null " sprintf("%.0f", nl) ")", ratio(io(1500, "aoe/disk-direct", "4k-randread-qd32"), low), 0.8, 1)
     goal("MTU 1500 4k-randwrite-qd32: aoe/disk-direct-sync / aoe/disk-direct (--sync vs not)", ratio(io(1500, "aoe/disk-direct-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk-direct", "4k-randwrite-qd32")), 0.5, 1)
+    for (w = 1; w <= 2; w++) {
+        wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"
+        goal("MTU 1500 " wl ": aoe/rbd / fio/rbd (local librbd, same QD)", ratio(io(1500, "aoe/rbd", wl), mean(iops, "-" SUBSEP "fio/rbd" SUBSEP wl SUBSEP "fio")), 0.9, 1)
+    }
     goal("MTU 1500 4k-randwrite-qd32: aoe/disk-sync / aoe/disk (page cache; --sync vs not)", ratio(io(1500, "aoe/disk-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk", "4k-randwrite-qd32")), 0.5, 1)
     for (w = 1; w <= 2; w++) {
         wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"

@@ -14,7 +14,7 @@ failures=()
 [ "$(id -u)" -eq 0 ] || { echo "Tests/run.sh: the tests need root (network namespaces, raw sockets, QEMU guests): sudo $0"; exit 1; }
 # shellcheck source=../scripts/install-deps.sh
 . scripts/install-deps.sh
-deps_ensure build e2e interop passthrough || exit 1
+deps_ensure build e2e interop passthrough rbd || exit 1
 command -v swift >/dev/null || { echo "Tests/run.sh: no swift on PATH: install the Swift toolchain (6.0 or newer)"; exit 1; }
 
 echo "== swift build"
@@ -67,6 +67,9 @@ fi
 
 # 60 s of each fuzz target, after replaying every crash fixture.
 FUZZ_SECONDS=60 run_script Tests/fuzz/run.sh
+
+# Ceph RBD exports and failover, each on a one-node cluster of its own (about 12 s to start).
+for script in Tests/rbd/test-*.sh; do [ -e "$script" ] && run_script "$script"; done
 
 interop=(Tests/interop/test-*.sh Tests/passthrough/test-*.sh Tests/blockdev/test-*.sh)
 if [ "${AOE_SKIP_INTEROP:-}" != "1" ]; then

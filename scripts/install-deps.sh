@@ -2,7 +2,7 @@
 # The one list of what the project needs from a Debian machine, grouped by what needs it, and the one way to
 # install it. The demo, Tests/run.sh, Benchmarks/run.sh and .ci/run all come through here.
 #
-#   scripts/install-deps.sh [--check] [GROUP...]    groups: build demo e2e interop passthrough bench (default: all)
+#   scripts/install-deps.sh [--check] [GROUP...]    groups: build demo e2e interop passthrough rbd bench (default: all)
 #
 # Without --check (as root): installs the missing packages, saying which. With --check: prints the missing
 # packages, one line, and exits 1 when any is missing. Sourced (`. scripts/install-deps.sh`), it only defines
@@ -52,8 +52,20 @@ bench       fio                  fio
 bench       vblade               vblade
 bench       jq                   jq
 bench       gnuplot-nox          gnuplot
+rbd         ceph-mon             ceph-mon
+rbd         ceph-osd             ceph-osd
+rbd         ceph-mgr             ceph-mgr
+rbd         ceph-base            monmaptool
+rbd         ceph-common          ceph rbd
+rbd         tcpdump              tcpdump
+rbd         jq                   jq
+bench       ceph-mon             ceph-mon
+bench       ceph-osd             ceph-osd
+bench       ceph-mgr             ceph-mgr
+bench       ceph-base            monmaptool
+bench       ceph-common          ceph rbd
 '
-DEPS_GROUPS="build demo e2e interop passthrough bench"
+DEPS_GROUPS="build demo e2e interop passthrough rbd bench"
 
 # deps_packages GROUP...: the packages of those groups, once each.
 deps_packages() {

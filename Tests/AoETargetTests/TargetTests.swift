@@ -92,14 +92,15 @@ final class TargetTests: XCTestCase {
 
     final class StopBox: @unchecked Sendable { let flag = Atomic<Bool>(false) }
 
-    func start(device: any BlockDevice, state: ExportState? = nil, configure: (inout TargetConfiguration) -> Void = { _ in }) {
+    func start(device: any BlockDevice, state: ExportState? = nil, role: Target.Role = .active,
+               configure: (inout TargetConfiguration) -> Void = { _ in }) {
         link = EmbeddedLink(mac: targetMAC)
         var configuration = TargetConfiguration(address: ShelfSlot(shelf: 1, slot: 2))
         configure(&configuration)
         let lines = EventLog()
         logLines = lines
         target = Target(configuration: configuration, device: device, link: link, log: TargetLog(minimum: .info) { line in lines.append(line) },
-                        state: state)
+                        state: state, role: role)
         stopFlag = StopBox()
         let target = target!, stop = stopFlag!
         let done = expectation(description: "target stopped")
@@ -112,7 +113,8 @@ final class TargetTests: XCTestCase {
             stop.flag.store(true, ordering: .relaxed)
         }
         stopExpectation = done
-        // The start-up announcement: one broadcast Config reply.
+        // The start-up announcement: one broadcast Config reply (a standby sends none).
+        if role != .active { return }
         let announce = link.waitForSent(1)
         XCTAssertEqual(announce.count, 1)
         XCTAssertEqual(Array(announce[0][0..<6]), [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])

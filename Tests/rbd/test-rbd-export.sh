@@ -7,7 +7,7 @@
 . "$(dirname "$0")/../e2e/lib.sh"
 . "$ROOT/Tests/rbd/ceph-cluster.sh"
 differs() { ! cmp -s "$@"; }
-ceph_available || skip "Ceph daemons or CLIs missing (scripts/install-deps.sh rbd)"
+need_tool ceph-mon ceph-osd ceph-mgr monmaptool ceph rbd
 trap 'ceph_stop; cleanup' EXIT
 net_up 1500
 ceph_start "$WORK/ceph" "$NS" || skip "the one-node Ceph cluster did not start (see above)"

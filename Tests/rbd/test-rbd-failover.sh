@@ -11,7 +11,7 @@
 . "$ROOT/Tests/rbd/ceph-cluster.sh"
 need_tool tcpdump
 lacks() { ! grep -q "$1" "$2"; }
-ceph_available || skip "Ceph daemons or CLIs missing (scripts/install-deps.sh rbd)"
+need_tool ceph-mon ceph-osd ceph-mgr monmaptool ceph rbd
 trap 'ceph_stop; cleanup' EXIT
 net_up 1500
 in_ns ip link add t1 type veth peer name t1b

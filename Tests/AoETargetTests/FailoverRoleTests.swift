@@ -1,0 +1,117 @@
+import XCTest
+import Synchronization
+@testable import AoETarget
+import AoEWire
+import ATACore
+import BlockDevices
+import LinuxSystem
+
+/// A memory device another host can take over: writes whose data starts with `lostMarker` fail the way librbd
+/// fails once the lock was broken (after a delay, so later requests queue behind them), and
+/// `confirmOwnership` says what `owned` holds.
+final class OwnedDevice: ExclusivelyOwnedDevice, @unchecked Sendable {
+    let inner = MemoryDevice(sectors: 64)
+    let events = EventLog()
+    let owned = Atomic<Bool>(true)
+    let lostMarker: UInt8 = 0xEE
+    var sectorCount: UInt64 { inner.sectorCount }
+    var capabilities: DeviceCapabilities { inner.capabilities.with(neverBlocks: false) }
+    var name: String { "owned" }
+    var identity: String { "owned" }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.read(into: buffer, at: lba) }
+    func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        if buffer[0] == lostMarker {
+            usleepSeconds(0.2)
+            throw DeviceError(SystemError(call: "rbd_aio", errno: ESHUTDOWN), ownershipLost: true)
+        }
+        try inner.write(from: buffer, at: lba)
+        events.append("write \(lba) \(buffer[0])")
+    }
+    func flush() throws(DeviceError) {}
+    func confirmOwnership() -> Bool { owned.load(ordering: .relaxed) }
+}
+
+extension DeviceCapabilities {
+    func with(neverBlocks: Bool) -> DeviceCapabilities {
+        var c = self
+        c.neverBlocks = neverBlocks
+        return c
+    }
+}
+
+extension TargetTests {
+    func queryConfig(tag: UInt32) -> [UInt8] { frame(command: .queryConfig, tag: tag, arg: [UInt8](repeating: 0, count: 8)) }
+
+    func testAStandbySendsNothingForItsExportUntilItBecomesActiveThenAnnouncesItself() throws {
+        start(device: MemoryDevice(sectors: 64), role: .standby)
+        link.inject(queryConfig(tag: 1))
+        link.inject(ata(.identifyDevice, tag: 2))
+        link.inject(ata(.readSectorsExt, tag: 3, lba: 1))
+        link.inject(frame(command: .queryConfig, tag: 4, to: .broadcast, shelf: 0xFFFF, slot: 0xFF, arg: [UInt8](repeating: 0, count: 8)))
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.5).count, 0, "a standby answered")
+        XCTAssertEqual(target.statistics[.droppedNotActive], 4)
+        XCTAssertEqual(target.role, .standby)
+
+        target.becomeActive()
+        let announcements = link.waitForSent(Target.takeoverAnnouncements, timeoutSeconds: 3)
+        XCTAssertEqual(announcements.count, Target.takeoverAnnouncements)
+        for frame in announcements {
+            let h = header(frame)
+            XCTAssertEqual(h.destination, .broadcast)
+            XCTAssertEqual(h.command, .queryConfig)
+            XCTAssertTrue(h.flags.contains(.response))
+            // Bit 31 clear: the Linux initiator drops responses whose tag has it set.
+            XCTAssertEqual(h.tag.rawValue & 0x8000_0000, 0)
+        }
+        _ = link.drainSent()
+        let reply = try XCTUnwrap(exchange(ata(.identifyDevice, tag: 5)))
+        XCTAssertEqual(ataReply(reply).cmdStatus, 0x40)
+    }
+
+    func testALostLockFencesTheExportWithoutAnErrorReplyAndDropsWhatItQueued() throws {
+        let device = OwnedDevice()
+        start(device: device) { $0.ioEngine = .threads; $0.workers = 2 }
+        // The first write fails as a broken lock does; the second overlaps it and waits behind it; the third is
+        // elsewhere and the device finishes it before the first fails.
+        link.inject(ata(.writeSectorsExt, tag: 1, lba: 5, data: [UInt8](repeating: device.lostMarker, count: 512)))
+        link.inject(ata(.writeSectorsExt, tag: 2, lba: 5, data: [UInt8](repeating: 0x22, count: 512)))
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 1).count, 0, "a request was answered after the lock was lost")
+        for _ in 0..<100 where target.role != .fenced { usleepSeconds(0.01) }
+        XCTAssertEqual(target.role, .fenced)
+        XCTAssertTrue(logLines.all.contains { $0.contains("fenced:") }, "\(logLines.all)")
+        // The queued overlapping write never reached the device, and nothing is answered from now on.
+        XCTAssertFalse(device.events.all.contains("write 5 34"), "\(device.events.all)")
+        link.inject(queryConfig(tag: 3))
+        link.inject(ata(.identifyDevice, tag: 4))
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 0.5).count, 0)
+        target.becomeActive()   // only a standby becomes active; a fenced export stays fenced
+        XCTAssertEqual(target.role, .fenced)
+    }
+
+    /// A loop stopped for longer than the takeover timeout's share (SIGSTOP, a paused VM) asks the device
+    /// before answering what arrived meanwhile: taken over means fenced, with nothing sent.
+    func testAfterAStallTheExportAsksWhetherItStillOwnsTheDeviceBeforeAnswering() throws {
+        try stallThenQueryConfig(stillOwned: false)
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 2.5).count, 0, "answered after being taken over")
+        XCTAssertEqual(target.role, .fenced)
+        XCTAssertTrue(logLines.all.contains { $0.contains("without running") }, "\(logLines.all)")
+    }
+
+    func testAfterAStallAnOwnerThatStillHoldsTheDeviceAnswers() throws {
+        try stallThenQueryConfig(stillOwned: true)
+        XCTAssertEqual(link.waitForSent(1, timeoutSeconds: 2).count, 1)
+        XCTAssertEqual(target.role, .active)
+    }
+
+    private func stallThenQueryConfig(stillOwned: Bool) throws {
+        let device = OwnedDevice()
+        device.owned.store(stillOwned, ordering: .relaxed)
+        start(device: device) { $0.ioEngine = .threads }
+        // The loop thread sleeps inside the send of this reply, as if the process had been stopped.
+        let stall = Atomic<Bool>(true)
+        link.onSend = { _ in if stall.exchange(false, ordering: .relaxed) { usleepSeconds(1.3) } }
+        XCTAssertNotNil(exchange(ata(.identifyDevice, tag: 1)))
+        _ = link.drainSent()
+        link.inject(queryConfig(tag: 2))
+    }
+}
