@@ -48,6 +48,7 @@ public final class MetricsExporter: Sendable {
         (.framesSent, "frames_sent", "AoE frames sent by this export."),
         (.deviceErrors, "device_errors", "Device requests that failed (answered with ATA ABRT)."),
         (.mergedRequests, "merged_requests", "Requests that went to the device merged with adjacent ones."),
+        (.retransmitsAbsorbed, "retransmits_absorbed", "Retransmissions of a request still in flight, answered by its one reply instead of repeating the device work."),
         (.cachedReads, "page_cache_reads", "Reads answered from the page cache without queuing."),
         (.sendErrors, "send_errors", "Replies the kernel refused to send."),
         (.receiveErrors, "receive_errors", "Failed receive calls."),

@@ -173,16 +173,8 @@ public struct RetransmitDetector: ~Copyable {
     }
 
     /// Notes a request; true when the same one was seen within the window.
-    public func seen(source: MACAddress, lba: UInt64, sectors: Int, write: Bool, now: UInt64) -> Bool {
-        var key: UInt64 = 0xCBF2_9CE4_8422_2325
-        @inline(__always) func mix(_ v: UInt64) {
-            key = (key ^ v) &* 0x0000_0100_0000_01B3
-            key ^= key >> 29
-        }
-        mix(source.rawValue)
-        mix(lba)
-        mix(UInt64(sectors) << 1 | (write ? 1 : 0))
-        key |= 1   // 0 marks an empty entry
+    public func seen(_ request: RequestKey, now: UInt64) -> Bool {
+        let key = request.value
         let i = Int(key % UInt64(Self.size))
         let repeated = keys[i] == key && now &- times[i] < windowNanoseconds
         keys[i] = key

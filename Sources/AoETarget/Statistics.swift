@@ -12,7 +12,7 @@ public final class TargetStatistics: @unchecked Sendable {
         case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
         case sendErrors, receiveErrors, mtuChanges, fdatasyncs
         case passThroughCommands, passThroughRefused, mergedRequests, cachedReads, stateSaveErrors, ringSubmitRetries
-        case receiveStalledNoSlots, droppedNotActive
+        case receiveStalledNoSlots, droppedNotActive, retransmitsAbsorbed
 
         public var name: String {
             switch self {
@@ -50,6 +50,7 @@ public final class TargetStatistics: @unchecked Sendable {
             case .ringSubmitRetries: "io_uring_submit_retries"
             case .receiveStalledNoSlots: "receive_stalled_no_frame_slots"
             case .droppedNotActive: "dropped_not_active"
+            case .retransmitsAbsorbed: "retransmits_absorbed"
             }
         }
     }

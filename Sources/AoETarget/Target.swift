@@ -105,6 +105,7 @@ public final class Target: @unchecked Sendable {
     /// By token: when a flush was submitted.
     private let flushSubmittedAt: UnsafeMutablePointer<UInt64>
     private let retransmits = RetransmitDetector()
+    private let inFlightIndex = InFlightIndex()
     /// A device another host can take over, checked after a stall.
     private let ownedDevice: (any ExclusivelyOwnedDevice)?
     @exclusivity(unchecked) private var lastAwake: UInt64 = 0
@@ -116,6 +117,8 @@ public final class Target: @unchecked Sendable {
         var operation: ATAOperation
         var durable: Bool
         var receivedAt: UInt64
+        /// For reads and writes: its entry in `inFlightIndex` (nil: not indexed).
+        var key: RequestKey? = nil
     }
 
     /// - Parameter passThroughPolicy: with an `ATAPassThroughDevice`, send every ATA command to the drive as
@@ -715,15 +718,35 @@ public final class Target: @unchecked Sendable {
     private func enqueueDeviceWork(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation, slot: Int) -> Disposition {
         switch operation {
         case .read(let lba, let count), .write(let lba, let count):
-            if retransmits.seen(source: header.source, lba: lba, sectors: count, write: operation.writesMedia, now: batchReceivedAt) {
+            let key = RequestKey(source: header.source, lba: lba, sectors: count, write: operation.writesMedia)
+            if retransmits.seen(key, now: batchReceivedAt) {
                 metrics.retransmitsSeen.bump(1)
+                if absorbRetransmission(of: key, frame, header, operation) { return .dropped }
             }
-            return enqueue(&frame, header, ata, operation, slot: slot, range: (lba, UInt64(count)))
+            return enqueue(&frame, header, ata, operation, slot: slot, range: (lba, UInt64(count)), key: key)
         case .flush:
             return enqueue(&frame, header, ata, operation, slot: slot, range: (0, device.sectorCount))
         default:
             preconditionFailure("\(operation) is not device work")
         }
+    }
+
+    /// A retransmission of a request still in flight (the same source, sectors and direction, the same data for
+    /// a write, on the same NIC): the request in flight takes the retransmission's tag, so its one reply answers
+    /// the initiator, which ignores replies to a tag it has given up on, and the device does the work once. A
+    /// request made twice on purpose is answered once too; the initiator resends the other, as after a loss.
+    private func absorbRetransmission(of key: RequestKey, _ frame: Frame, _ header: AoEHeader, _ operation: ATAOperation) -> Bool {
+        guard let slot = inFlightIndex.slot(for: key) else { return false }
+        let original = pending[slot]
+        guard original.key == key, original.header.source == header.source, original.operation == operation,
+              original.frame.port == frame.port else { return false }
+        if operation.writesMedia {
+            let bytes = operation.dataBytes
+            guard memcmp(original.frame.payload(count: bytes).baseAddress!, frame.payload(count: bytes).baseAddress!, bytes) == 0 else { return false }
+        }
+        pending[slot].header.tag = header.tag
+        statistics.add(.retransmitsAbsorbed)
+        return true
     }
 
     /// The page for the write cache as it is now (word 85 bit 5).
@@ -744,7 +767,7 @@ public final class Target: @unchecked Sendable {
     }
 
     private func enqueue(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, _ operation: ATAOperation,
-                         slot: Int, range: (UInt64, UInt64), barrier: Bool = false) -> Disposition {
+                         slot: Int, range: (UInt64, UInt64), barrier: Bool = false, key: RequestKey? = nil) -> Disposition {
         // Buffer Count is a promise: beyond it, requests are dropped (AoEr11 3.2) and the initiator resends.
         guard inFlight < liveBufferCount.load(ordering: .relaxed) else {
             statistics.add(.droppedOverrun)
@@ -757,10 +780,11 @@ public final class Target: @unchecked Sendable {
             return .dropped
         }
         let request = PendingRequest(frame: frame, header: header, ata: ata, operation: operation,
-                                     durable: operation.writesMedia && !state.writeCacheEnabled, receivedAt: batchReceivedAt)
+                                     durable: operation.writesMedia && !state.writeCacheEnabled, receivedAt: batchReceivedAt, key: key)
         guard scheduler.admit(id: slot, start: range.0, count: range.1, writes: operation.writesMedia || barrier) else {
             inFlight += 1
             pending[slot] = request
+            if let key { inFlightIndex.insert(key, slot: slot) }
             return .queued
         }
         // An admitted read whose data is in the page cache is answered here, with this batch's replies: no
@@ -779,6 +803,7 @@ public final class Target: @unchecked Sendable {
         inFlight += 1
         pending[slot] = request
         readyQueue.append(slot)
+        if let key { inFlightIndex.insert(key, slot: slot) }
         return .queued
     }
 
@@ -941,6 +966,7 @@ public final class Target: @unchecked Sendable {
     /// Releases every request that is ready but not submitted, unanswered, with those their finishing admits.
     private func discardReady() {
         while let slot = readyQueue.popLast() {
+            if let key = pending[slot].key { inFlightIndex.remove(key, slot: slot) }
             readyQueue.append(contentsOf: scheduler.finish(id: slot))
             inFlight -= 1
             freeSlots.append(slot)
@@ -981,6 +1007,7 @@ public final class Target: @unchecked Sendable {
 
     /// The reply in `slot`'s frame is ready; it leaves with the rest of this reap's.
     private func answered(_ slot: Int) {
+        if let key = pending[slot].key { inFlightIndex.remove(key, slot: slot) }
         replies[finished.count] = pending[slot].frame
         finishedOperations[finished.count] = replyOperation
         finishedBytes[finished.count] = replyBytes

@@ -74,11 +74,11 @@ final class ExporterTests: XCTestCase {
     func testRetransmitDetectorSeesTheSameRequestAgainWithinTheWindowOnly() {
         let d = RetransmitDetector(windowSeconds: 1)
         let a = MACAddress("02:00:00:00:00:01")!, b = MACAddress("02:00:00:00:00:02")!
-        XCTAssertFalse(d.seen(source: a, lba: 100, sectors: 8, write: false, now: 1_000))
-        XCTAssertTrue(d.seen(source: a, lba: 100, sectors: 8, write: false, now: 500_000_000), "again within a second")
-        XCTAssertFalse(d.seen(source: b, lba: 100, sectors: 8, write: false, now: 600_000_000), "another host")
-        XCTAssertFalse(d.seen(source: a, lba: 100, sectors: 8, write: true, now: 700_000_000), "a write is another request")
-        XCTAssertFalse(d.seen(source: a, lba: 101, sectors: 8, write: false, now: 800_000_000), "another LBA")
-        XCTAssertFalse(d.seen(source: a, lba: 101, sectors: 8, write: false, now: 2_900_000_000), "after the window")
+        XCTAssertFalse(d.seen(RequestKey(source: a, lba: 100, sectors: 8, write: false), now: 1_000))
+        XCTAssertTrue(d.seen(RequestKey(source: a, lba: 100, sectors: 8, write: false), now: 500_000_000), "again within a second")
+        XCTAssertFalse(d.seen(RequestKey(source: b, lba: 100, sectors: 8, write: false), now: 600_000_000), "another host")
+        XCTAssertFalse(d.seen(RequestKey(source: a, lba: 100, sectors: 8, write: true), now: 700_000_000), "a write is another request")
+        XCTAssertFalse(d.seen(RequestKey(source: a, lba: 101, sectors: 8, write: false), now: 800_000_000), "another LBA")
+        XCTAssertFalse(d.seen(RequestKey(source: a, lba: 101, sectors: 8, write: false), now: 2_900_000_000), "after the window")
     }
 }

@@ -115,3 +115,34 @@ extension TargetTests {
         link.inject(queryConfig(tag: 2))
     }
 }
+
+extension TargetTests {
+    /// The initiator gave up on tag 1 and resent the write as tag 2 while the device was still on it: one
+    /// device write, one reply, carrying tag 2.
+    func testARetransmissionOfAWriteInFlightIsAnsweredByItsOneReplyWithTheNewTag() throws {
+        let events = EventLog()
+        start(device: RecordingDevice(sectors: 64, events: events, slowMarker: 0x01)) { $0.ioEngine = .threads }
+        let data = [UInt8](repeating: 0x01, count: 512)
+        link.inject(ata(.writeSectorsExt, tag: 1, lba: 9, data: data))
+        usleepSeconds(0.05)
+        link.inject(ata(.writeSectorsExt, tag: 2, lba: 9, data: data))
+        let replies = link.waitForSent(2, timeoutSeconds: 1.5)
+        XCTAssertEqual(replies.count, 1)
+        XCTAssertEqual(replies.first.map { header($0).tag.rawValue }, 2)
+        XCTAssertEqual(events.count("write 9"), 1)
+        XCTAssertEqual(target.statistics[.retransmitsAbsorbed], 1)
+    }
+
+    /// Control: a second write to the same sectors with other data is a new request, ordered after the first.
+    func testASecondWriteWithOtherDataIsNotTakenForARetransmission() throws {
+        let events = EventLog()
+        start(device: RecordingDevice(sectors: 64, events: events, slowMarker: 0x01)) { $0.ioEngine = .threads }
+        link.inject(ata(.writeSectorsExt, tag: 1, lba: 9, data: [UInt8](repeating: 0x01, count: 512)))
+        usleepSeconds(0.05)
+        link.inject(ata(.writeSectorsExt, tag: 2, lba: 9, data: [UInt8](repeating: 0x02, count: 512)))
+        let replies = link.waitForSent(2, timeoutSeconds: 1.5)
+        XCTAssertEqual(replies.map { header($0).tag.rawValue }, [1, 2])
+        XCTAssertEqual(events.count("write 9"), 2)
+        XCTAssertEqual(target.statistics[.retransmitsAbsorbed], 0)
+    }
+}
