@@ -25,7 +25,9 @@ public final class Target: @unchecked Sendable {
 
     /// The IDENTIFY page with the write cache off and on, built once: an IDENTIFY (answered to anyone, even
     /// while reserved) costs one copy into the reply, no allocation.
-    private let identifyPages: (cacheOff: [UInt8], cacheOn: [UInt8])
+    @exclusivity(unchecked) private var identifyPages: (cacheOff: [UInt8], cacheOn: [UInt8])
+    /// What the pages say; rebuilt when the device is resized.
+    @exclusivity(unchecked) private var identifyParameters: IdentifyParameters
     private let pool: FramePool
     private let batch: Int
     /// Set when every ATA command goes to a real drive as sent.
@@ -108,6 +110,8 @@ public final class Target: @unchecked Sendable {
     private let inFlightIndex = InFlightIndex()
     /// A device another host can take over, checked after a stall.
     private let ownedDevice: (any ExclusivelyOwnedDevice)?
+    /// A device whose size can change while served.
+    private let resizable: (any ResizableDevice)?
     @exclusivity(unchecked) private var lastAwake: UInt64 = 0
 
     struct PendingRequest {
@@ -191,15 +195,35 @@ public final class Target: @unchecked Sendable {
                                           tokens: tokens, passThrough: passThrough != nil,
                                           log: log, statistics: statistics)
         queue = configuration.faultPlan.map { FaultInjectingDeviceQueue(engine, plan: $0) } ?? engine
-        var identify = IdentifyParameters(
+        identifyParameters = IdentifyParameters(
             sectors: device.sectorCount, model: configuration.model,
             serial: configuration.serial ?? Self.serial(for: device.identity),
             firmware: configuration.firmware,
             writeCacheSupported: device.capabilities.writable, writeCacheEnabled: false,
             flushSupported: device.capabilities.canFlush)
-        let off = IdentifyPage(identify).bytes
-        identify.writeCacheEnabled = device.capabilities.writable
-        identifyPages = (off, IdentifyPage(identify).bytes)
+        identifyPages = Self.identifyPages(identifyParameters)
+        resizable = device as? any ResizableDevice
+    }
+
+    /// The IDENTIFY page with the write cache off and on.
+    static func identifyPages(_ parameters: IdentifyParameters) -> (cacheOff: [UInt8], cacheOn: [UInt8]) {
+        var p = parameters
+        p.writeCacheEnabled = false
+        let off = IdentifyPage(p).bytes
+        p.writeCacheEnabled = p.writeCacheSupported
+        return (off, IdentifyPage(p).bytes)
+    }
+
+    /// The device changed size (checked once a second): IDENTIFY says so from now on, requests are checked
+    /// against the new end, and an announcement makes initiators that are not using the device read IDENTIFY
+    /// again (the Linux initiator does; one with the device open needs `aoe-revalidate`).
+    func takeResize() {
+        guard let resizable, resizable.refreshSize() else { return }
+        let before = identifyParameters.sectors
+        identifyParameters.sectors = device.sectorCount
+        identifyPages = Self.identifyPages(identifyParameters)
+        log.log(.warning, "\(device.name) resized from \(before) to \(device.sectorCount) sectors; announcing the new size")
+        if role == .active { announcementsDue.store(1, ordering: .releasing) }
     }
 
     deinit {
@@ -401,13 +425,15 @@ public final class Target: @unchecked Sendable {
         announce()
     }
 
-    /// Once a second: re-reads the MTU and reports the log lines left out in the last window.
+    /// Once a second: re-reads the MTU, takes in a resize of the device, and reports the log lines left out in the
+    /// last window.
     func everySecond(last: inout Double) {
         let now = monotonicSeconds()
         if now - last >= 1 {
             last = now
             refreshMTU()
             log.reportSuppressed()
+            takeResize()
         }
     }
 

@@ -103,3 +103,9 @@ public protocol ExclusivelyOwnedDevice: BlockDevice {
     /// When the cluster cannot tell (unreachable), true: the next I/O will.
     func confirmOwnership() -> Bool
 }
+
+/// A device whose size can change while it is served (an RBD image after `rbd resize`).
+public protocol ResizableDevice: BlockDevice {
+    /// Takes in a size change since the last call: true when `sectorCount` changed. Cheap when nothing did.
+    func refreshSize() -> Bool
+}

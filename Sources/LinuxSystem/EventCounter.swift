@@ -18,6 +18,12 @@ public final class EventCounter: @unchecked Sendable {
         _ = Glibc.write(descriptor, &one, 8)
     }
 
+    /// Whether it was signalled since the last `take` or `clear`; back to zero either way.
+    public func take() -> Bool {
+        var value: UInt64 = 0
+        return Glibc.read(descriptor, &value, 8) == 8 && value > 0
+    }
+
     /// Back to zero (not readable) until the next `signal`.
     public func clear() {
         var value: UInt64 = 0

@@ -2,6 +2,7 @@ import Glibc
 import BlockDevices
 import CRBD
 import LinuxSystem
+import Synchronization
 
 /// Why an RBD image could not be opened, in words for the admin.
 public struct RBDOpenError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -19,7 +20,7 @@ public struct RBDOpenError: Error, Hashable, Sendable, CustomStringConvertible {
 /// write completes only once the OSDs committed it, so every write the target acknowledges is durable without a
 /// FLUSH (the Linux initiator never sends one). The blocking calls serve `perform`; the export's event loop uses
 /// `RBDDeviceQueue` (librbd's aio).
-public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, @unchecked Sendable {
+public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, ResizableDevice, @unchecked Sendable {
     /// How long connecting to the monitors may take before the open fails (librados waits 300 s by default).
     public static let connectTimeoutSeconds = 10
     /// How long one operation may wait for the OSDs before it fails (and the initiator gets ABRT), instead of
@@ -27,7 +28,13 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, @uncheck
     public static let operationTimeoutSeconds = 30
 
     public let imageName: RBDImageName
-    public let sectorCount: UInt64
+    /// The size now: `rbd resize` changes it while the image is served (`refreshSize`).
+    public var sectorCount: UInt64 { sectors.load(ordering: .relaxed) }
+    private let sectors: Atomic<UInt64>
+    /// Signalled from librbd's thread (C, CRBD_watchHeader) when the image's header changes.
+    private let headerChanged = EventCounter()
+    private var headerWatch: UInt64 = 0
+    private var watchingHeader = false
     public let capabilities: DeviceCapabilities
     public let identity: String
     public var name: String { imageName.description }
@@ -113,7 +120,7 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, @uncheck
             rados_shutdown(cluster)
             throw RBDOpenError("\(imageName): cannot read the image's size and features: \(Self.text(rc))", errno: -rc)
         }
-        sectorCount = bytes / UInt64(sectorSize)
+        sectors = Atomic(bytes / UInt64(sectorSize))
         hasExclusiveLock = features & UInt64(RBD_FEATURE_EXCLUSIVE_LOCK) != 0
         capabilities = DeviceCapabilities(writable: !readOnly, canFlush: true)
         identity = "rbd:\(imageName.pool)/\(imageID)"
@@ -121,6 +128,7 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, @uncheck
             close()
             throw RBDOpenError("\(imageName): the image is smaller than one sector (\(bytes) bytes)")
         }
+        watchingHeader = CRBD_watchHeader(image, headerChanged.descriptor, &headerWatch) == 0
     }
 
     /// Whether the image has the exclusive-lock feature, which failover and fencing rely on.
@@ -130,6 +138,8 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, @uncheck
 
     private func close() {
         if pool == nil { return }
+        if watchingHeader { _ = CRBD_unwatchHeader(image, headerWatch) }
+        watchingHeader = false
         rbd_close(image)
         rados_ioctx_destroy(pool)
         rados_shutdown(cluster)
@@ -213,6 +223,14 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, @uncheck
         try acquireExclusiveLock()
         guard ownsExclusiveLock else { throw RBDOpenError("\(imageName): took the lock, yet librbd says another client owns it") }
         return owners
+    }
+
+    public func refreshSize() -> Bool {
+        guard headerChanged.take() else { return false }
+        var bytes: UInt64 = 0
+        guard rbd_get_size(image, &bytes) == 0, bytes / UInt64(sectorSize) != sectorCount else { return false }
+        sectors.store(bytes / UInt64(sectorSize), ordering: .relaxed)
+        return true
     }
 
     public func makeQueue(tokenCapacity: Int) throws(DeviceError) -> any DeviceQueue {

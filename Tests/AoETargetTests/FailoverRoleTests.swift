@@ -146,3 +146,42 @@ extension TargetTests {
         XCTAssertEqual(target.statistics[.retransmitsAbsorbed], 0)
     }
 }
+
+/// A memory device of 64 sectors whose visible size a test changes, as `rbd resize` does an image's.
+final class ResizingDevice: ResizableDevice, @unchecked Sendable {
+    let inner = MemoryDevice(sectors: 64)
+    let visible = Atomic<UInt64>(32)
+    private let seen = Atomic<UInt64>(32)
+    var sectorCount: UInt64 { seen.load(ordering: .relaxed) }
+    var capabilities: DeviceCapabilities { inner.capabilities.with(neverBlocks: false) }
+    var name: String { "resizing" }
+    var identity: String { "resizing" }
+    func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.read(into: buffer, at: lba) }
+    func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) { try inner.write(from: buffer, at: lba) }
+    func flush() throws(DeviceError) {}
+    func refreshSize() -> Bool {
+        let now = visible.load(ordering: .relaxed)
+        return seen.exchange(now, ordering: .relaxed) != now
+    }
+}
+
+extension TargetTests {
+    func testAResizeWhileServingShowsInIdentifyAndTheRangeCheckAndIsAnnounced() throws {
+        let device = ResizingDevice()
+        start(device: device) { $0.ioEngine = .threads }
+        let before = try XCTUnwrap(exchange(ata(.readSectorsExt, tag: 1, lba: 40)))
+        XCTAssertEqual(ataReply(before).errFeature & 0x10, 0x10, "IDNF past the end before the resize")
+        _ = link.drainSent()
+        device.visible.store(64, ordering: .relaxed)
+        // The announcement of the new size (the loop looks once a second).
+        let announced = link.waitForSent(1, timeoutSeconds: 3)
+        XCTAssertEqual(announced.first.map { header($0).command }, .queryConfig)
+        XCTAssertEqual(announced.first.map { header($0).destination }, .broadcast)
+        XCTAssertTrue(logLines.all.contains { $0.contains("resized from 32 to 64 sectors") }, "\(logLines.all)")
+        _ = link.drainSent()
+        let identify = try XCTUnwrap(exchange(ata(.identifyDevice, tag: 2)))
+        let page = try XCTUnwrap(IdentifyPage(bytes: identify[36...]))
+        XCTAssertEqual(page.sectors, 64)
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.readSectorsExt, tag: 3, lba: 40)))).cmdStatus, 0x40)
+    }
+}

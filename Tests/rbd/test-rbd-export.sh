@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # An export on a Ceph RBD image (one-node cluster on the namespace's loopback, Tests/rbd/ceph-cluster.sh):
-# bench --verify through AoE; data written through AoE read back with librbd's own `rbd export` (and, as the
+# bench --verify through AoE; a resize while serving (IDENTIFY and reads past the old end follow it); data
+# written through AoE read back with librbd's own `rbd export` (and, as the
 # negative control, found different from a pattern that was not written); kill -9 under write load, restart,
 # every acknowledged write present (--verify-existing); clear errors for a missing image, a wrong pool, an
 # image locked by another target and a cluster nobody answers for.
@@ -27,6 +28,13 @@ check "what AoE wrote is in the image (rbd export)" cmp -s "$WORK/pattern" <(dd 
 head -c 65536 /dev/urandom >"$WORK/other"
 check "negative control: a pattern not written does not compare equal" differs "$WORK/other" <(dd if="$WORK/exported" bs=512 skip=100000 count=128 2>/dev/null)
 
+# A resize while serving is noticed, logged and announced; IDENTIFY and the range check follow it.
+ceph_rbd resize --size 192M rbd/img >/dev/null 2>&1
+for _ in $(seq 50); do grep -q "resized" "$WORK/t1.log" && break; sleep 0.1; done
+check "the resize is noticed ($(grep -o 'resized.*' "$WORK/t1.log" | head -1))" grep -q "resized from 262144 to 393216 sectors" "$WORK/t1.log"
+check "identify: 192 MiB = 393216 sectors" grep -qx "sectors: 393216" <(aoectl identify -i i0 1.1)
+check "a read past the old end works" aoectl read -i i0 1.1 --lba 300000 --count 8 --output "$WORK/grown.bin"
+
 # Another writable target on the same image is refused: the first holds the exclusive lock.
 ip netns exec "$NS" "$BIN/aoe-target" 1 2 t0 rbd:rbd/img >"$WORK/second.log" 2>&1; rc=$?
 check "second target on a locked image exits 1 naming the lock ($(tail -1 "$WORK/second.log"))" \
@@ -45,7 +53,7 @@ wait "$bench"
 start_target "$WORK/t3.log" -b 64 1 1 t0 rbd:rbd/img
 check "restart after kill -9 takes the lock again" grep -q "serving" "$WORK/t3.log"
 aoectl bench -i i0 1.1 --rw read --qd 16 --bs 4k --count 4096 --region 0:32768 --verify-existing --seed 11 --json >"$WORK/after.json"
-check "after kill -9: every block holds an acknowledged write of seed 11" test "$(jq -c '[.verify_mismatches, (.verified_blocks > 0)]' "$WORK/after.json")" = "[0,true]"
+check "after kill -9: every block holds a whole seed-11 block (bench --verify-existing: no torn or foreign data)" test "$(jq -c '[.verify_mismatches, (.verified_blocks > 0)]' "$WORK/after.json")" = "[0,true]"
 aoectl bench -i i0 1.1 --rw read --qd 16 --bs 4k --count 512 --region 0:32768 --verify-existing --seed 12 --json >"$WORK/wrongseed.json"; rc=$?
 check "negative control: another seed's pattern is not found" test $rc -ne 0 -a "$(jq .verify_mismatches "$WORK/wrongseed.json")" -gt 0
 stop_target
