@@ -20,13 +20,14 @@ let package = Package(
     targets: [
         .target(name: "CLinuxShims"),
         .target(name: "CIOUring", linkerSettings: [.linkedLibrary("uring")]),
-        .target(name: "CRBD", linkerSettings: [.linkedLibrary("rbd"), .linkedLibrary("rados")]),
+        .target(name: "CRBD"),
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
         .target(name: "AoEWire"),
         .target(name: "ATACore", dependencies: ["AoEWire"]),
         .target(name: "LinuxSystem", dependencies: ["CLinuxShims", "CIOUring"]),
         .target(name: "BlockDevices", dependencies: ["ATACore", "LinuxSystem", "CLinuxShims"]),
-        // Ceph RBD images (librbd, librados from Debian librbd-dev, librados-dev): one more device with its own queue.
+        // Ceph RBD images: one more device with its own queue. librbd and librados are loaded when an rbd: export
+        // opens (dlopen), so aoe-target runs without them; building needs their headers (librbd-dev, librados-dev).
         .target(name: "RBDDevice", dependencies: ["BlockDevices", "LinuxSystem", "CRBD"]),
         .target(name: "PacketTransport", dependencies: ["AoEWire", "LinuxSystem", "CLinuxShims", "CPcap"]),
         .target(name: "AoETarget", dependencies: [

@@ -59,6 +59,9 @@ rbd         ceph-base            monmaptool
 rbd         ceph-common          ceph rbd
 rbd         tcpdump              tcpdump
 rbd         jq                   jq
+rbd         util-linux           unshare
+rbd         mount                mount
+rbd         libc-bin             ldconfig ldd
 bench       ceph-mon             ceph-mon
 bench       ceph-osd             ceph-osd
 bench       ceph-mgr             ceph-mgr

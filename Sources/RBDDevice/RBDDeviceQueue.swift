@@ -21,7 +21,7 @@ public final class RBDDeviceQueue: DeviceQueue {
         self.tokenCapacity = tokenCapacity
         polled = Array(repeating: nil, count: 64)
         refused.reserveCapacity(tokenCapacity)
-        let rc = rbd_set_image_notification(image.image, completions.descriptor, Int32(EVENT_TYPE_EVENTFD))
+        let rc = aoe_rbd_set_image_notification(image.image, completions.descriptor, Int32(EVENT_TYPE_EVENTFD))
         if rc < 0 { throw DeviceError(SystemError(call: "rbd_set_image_notification", errno: -rc, context: image.name)) }
     }
 
@@ -32,16 +32,16 @@ public final class RBDDeviceQueue: DeviceQueue {
         outstanding += 1
         var completion: rbd_completion_t?
         // The token rides in the completion's argument, offset by one so that token 0 is not a null pointer.
-        var rc = rbd_aio_create_completion(UnsafeMutableRawPointer(bitPattern: request.token + 1), nil, &completion)
+        var rc = aoe_rbd_aio_create_completion(UnsafeMutableRawPointer(bitPattern: request.token + 1), nil, &completion)
         if rc == 0 {
             let offset = request.lba * UInt64(sectorSize)
             switch request.operation {
-            case .read: rc = rbd_aio_readv(device.image, request.segments, Int32(request.segmentCount), offset, completion)
-            case .write: rc = rbd_aio_writev(device.image, request.segments, Int32(request.segmentCount), offset, completion)
-            case .flush: rc = rbd_aio_flush(device.image, completion)
+            case .read: rc = aoe_rbd_aio_readv(device.image, request.segments, Int32(request.segmentCount), offset, completion)
+            case .write: rc = aoe_rbd_aio_writev(device.image, request.segments, Int32(request.segmentCount), offset, completion)
+            case .flush: rc = aoe_rbd_aio_flush(device.image, completion)
             case .passThrough: preconditionFailure("pass-through submitted for \(device.name), which is not a drive")
             }
-            if rc < 0 { rbd_aio_release(completion) }
+            if rc < 0 { aoe_rbd_aio_release(completion) }
         }
         if rc < 0 {
             refused.append(DeviceCompletion(token: request.token, failure: Self.error(Self.call(request.operation), errno: -rc)))
@@ -62,13 +62,13 @@ public final class RBDDeviceQueue: DeviceQueue {
         // Cleared before polling: a completion that arrives after the poll signals again, so none is left unseen.
         completions.clear()
         while true {
-            let count = polled.withUnsafeMutableBufferPointer { rbd_poll_io_events(device.image, $0.baseAddress, Int32($0.count)) }
+            let count = polled.withUnsafeMutableBufferPointer { aoe_rbd_poll_io_events(device.image, $0.baseAddress, Int32($0.count)) }
             if count <= 0 { break }
             for i in 0..<Int(count) {
                 let completion = polled[i]
-                let token = Int(bitPattern: rbd_aio_get_arg(completion)) - 1
-                let result = rbd_aio_get_return_value(completion)
-                rbd_aio_release(completion)
+                let token = Int(bitPattern: aoe_rbd_aio_get_arg(completion)) - 1
+                let result = aoe_rbd_aio_get_return_value(completion)
+                aoe_rbd_aio_release(completion)
                 body(DeviceCompletion(token: token, failure: result < 0 ? Self.error("rbd_aio", errno: Int32(-result)) : nil))
             }
             n += Int(count)

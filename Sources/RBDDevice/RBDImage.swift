@@ -47,33 +47,38 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
     /// /etc/ceph/ceph.conf and the keyring it names; `CEPH_ARGS`), and opens the image.
     public init(_ imageName: RBDImageName, cephID: String? = nil, readOnly: Bool) throws(RBDOpenError) {
         self.imageName = imageName
+        var loadError = [CChar](repeating: 0, count: 512)
+        if CRBD_load(&loadError, loadError.count) != 0 {
+            let reason = String(decoding: loadError.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw RBDOpenError("rbd: cannot load the Ceph client libraries (\(reason)); install librbd1 and librados2")
+        }
         var cluster: rados_t?
         let user = cephID ?? "admin"
-        var rc = rados_create2(&cluster, "ceph", "client.\(user)", 0)
+        var rc = aoe_rados_create2(&cluster, "ceph", "client.\(user)", 0)
         guard rc == 0, let cluster else { throw RBDOpenError("rbd: cannot create a Ceph client: \(Self.text(rc))", errno: -rc) }
         self.cluster = cluster
-        rc = rados_conf_read_file(cluster, nil)
+        rc = aoe_rados_conf_read_file(cluster, nil)
         if rc < 0 {
-            rados_shutdown(cluster)
+            aoe_rados_shutdown(cluster)
             let conf = getenv("CEPH_CONF").map { String(cString: $0) }
             throw RBDOpenError(conf.map { "rbd: cannot read the Ceph configuration \($0) (CEPH_CONF): \(Self.text(rc))" }
                                ?? "rbd: no Ceph configuration: set CEPH_CONF or create /etc/ceph/ceph.conf", errno: -rc)
         }
-        _ = rados_conf_parse_env(cluster, nil)
+        _ = aoe_rados_conf_parse_env(cluster, nil)
         // Acknowledged means committed by the OSDs: librbd's cache would acknowledge writes from memory once a
         // flush has been seen.
         for (key, value) in [("rbd_cache", "false"), ("client_mount_timeout", "\(Self.connectTimeoutSeconds)"),
                              ("rados_mon_op_timeout", "\(Self.connectTimeoutSeconds)"),
                              ("rados_osd_op_timeout", "\(Self.operationTimeoutSeconds)")] {
-            rc = rados_conf_set(cluster, key, value)
+            rc = aoe_rados_conf_set(cluster, key, value)
             if rc < 0 {
-                rados_shutdown(cluster)
+                aoe_rados_shutdown(cluster)
                 throw RBDOpenError("rbd: cannot set \(key)=\(value): \(Self.text(rc))", errno: -rc)
             }
         }
-        rc = rados_connect(cluster)
+        rc = aoe_rados_connect(cluster)
         if rc < 0 {
-            rados_shutdown(cluster)
+            aoe_rados_shutdown(cluster)
             let why: String
             switch -rc {
             case ETIMEDOUT: why = "no monitor answered within \(Self.connectTimeoutSeconds) s (is the cluster up and mon_host right?)"
@@ -84,19 +89,19 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
             throw RBDOpenError("rbd: cannot connect to the Ceph cluster as client.\(user): \(why)", errno: -rc)
         }
         var pool: rados_ioctx_t?
-        rc = rados_ioctx_create(cluster, imageName.pool, &pool)
+        rc = aoe_rados_ioctx_create(cluster, imageName.pool, &pool)
         guard rc == 0, let pool else {
-            rados_shutdown(cluster)
+            aoe_rados_shutdown(cluster)
             throw RBDOpenError(-rc == ENOENT ? "\(imageName): pool '\(imageName.pool)' does not exist"
                                              : "\(imageName): cannot open pool '\(imageName.pool)': \(Self.text(rc))", errno: -rc)
         }
         self.pool = pool
-        if !imageName.namespace.isEmpty { rados_ioctx_set_namespace(pool, imageName.namespace) }
+        if !imageName.namespace.isEmpty { aoe_rados_ioctx_set_namespace(pool, imageName.namespace) }
         var image: rbd_image_t?
-        rc = readOnly ? rbd_open_read_only(pool, imageName.image, &image, nil) : rbd_open(pool, imageName.image, &image, nil)
+        rc = readOnly ? aoe_rbd_open_read_only(pool, imageName.image, &image, nil) : aoe_rbd_open(pool, imageName.image, &image, nil)
         guard rc == 0, let image else {
-            rados_ioctx_destroy(pool)
-            rados_shutdown(cluster)
+            aoe_rados_ioctx_destroy(pool)
+            aoe_rados_shutdown(cluster)
             let why: String
             switch -rc {
             case ENOENT: why = imageName.namespace.isEmpty ? "no image '\(imageName.image)' in pool '\(imageName.pool)'"
@@ -108,16 +113,16 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
         }
         self.image = image
         var bytes: UInt64 = 0
-        rc = rbd_get_size(image, &bytes)
+        rc = aoe_rbd_get_size(image, &bytes)
         var features: UInt64 = 0
-        if rc == 0 { rc = rbd_get_features(image, &features) }
+        if rc == 0 { rc = aoe_rbd_get_features(image, &features) }
         var id = [CChar](repeating: 0, count: 64)
-        if rc == 0 { rc = rbd_get_id(image, &id, id.count) }
+        if rc == 0 { rc = aoe_rbd_get_id(image, &id, id.count) }
         let imageID = String(decoding: id.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         if rc < 0 {
-            rbd_close(image)
-            rados_ioctx_destroy(pool)
-            rados_shutdown(cluster)
+            aoe_rbd_close(image)
+            aoe_rados_ioctx_destroy(pool)
+            aoe_rados_shutdown(cluster)
             throw RBDOpenError("\(imageName): cannot read the image's size and features: \(Self.text(rc))", errno: -rc)
         }
         sectors = Atomic(bytes / UInt64(sectorSize))
@@ -140,9 +145,9 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
         if pool == nil { return }
         if watchingHeader { _ = CRBD_unwatchHeader(image, headerWatch) }
         watchingHeader = false
-        rbd_close(image)
-        rados_ioctx_destroy(pool)
-        rados_shutdown(cluster)
+        aoe_rbd_close(image)
+        aoe_rados_ioctx_destroy(pool)
+        aoe_rados_shutdown(cluster)
         pool = nil
         cluster = nil
     }
@@ -153,7 +158,7 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
         guard hasExclusiveLock else {
             throw RBDOpenError("\(imageName): the image lacks the exclusive-lock feature (rbd feature enable \(imageName.pool)/\(imageName.image) exclusive-lock)")
         }
-        let rc = rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE)
+        let rc = aoe_rbd_lock_acquire(image, RBD_LOCK_MODE_EXCLUSIVE)
         if rc < 0 {
             let owners = lockOwners() ?? []
             throw RBDOpenError(owners.isEmpty ? "\(imageName): cannot take the exclusive lock: \(Self.text(rc))"
@@ -164,7 +169,7 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
     /// Whether this client holds the exclusive lock now.
     public var ownsExclusiveLock: Bool {
         var owner: Int32 = 0
-        return rbd_is_exclusive_lock_owner(image, &owner) == 0 && owner != 0
+        return aoe_rbd_is_exclusive_lock_owner(image, &owner) == 0 && owner != 0
     }
 
     /// The clients holding the lock, as librbd names them (by address); nil when the cluster did not say.
@@ -172,10 +177,10 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
         var mode = RBD_LOCK_MODE_EXCLUSIVE
         var names = [UnsafeMutablePointer<CChar>?](repeating: nil, count: 8)
         var count = names.count
-        let rc = rbd_lock_get_owners(image, &mode, &names, &count)
+        let rc = aoe_rbd_lock_get_owners(image, &mode, &names, &count)
         if rc == -ENOENT { return [] }
         guard rc == 0 else { return nil }
-        defer { rbd_lock_get_owners_cleanup(&names, count) }
+        defer { aoe_rbd_lock_get_owners_cleanup(&names, count) }
         return names.prefix(count).compactMap { $0.map { String(cString: $0) } }
     }
 
@@ -184,7 +189,7 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
     /// This client's address as the cluster sees it, which is how librbd names a lock owner.
     public var clientAddress: String {
         var addresses: UnsafeMutablePointer<CChar>?
-        guard rados_getaddrs(cluster, &addresses) == 0, let addresses else { return "" }
+        guard aoe_rados_getaddrs(cluster, &addresses) == 0, let addresses else { return "" }
         defer { free(addresses) }
         return String(cString: addresses)
     }
@@ -193,10 +198,10 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
         var mode = RBD_LOCK_MODE_EXCLUSIVE
         var names = [UnsafeMutablePointer<CChar>?](repeating: nil, count: 8)
         var count = names.count
-        let rc = rbd_lock_get_owners(image, &mode, &names, &count)
+        let rc = aoe_rbd_lock_get_owners(image, &mode, &names, &count)
         if rc == -ESHUTDOWN { return false }   // blocklisted: the lock was broken
         guard rc == 0 else { return rc != -ENOENT }
-        defer { rbd_lock_get_owners_cleanup(&names, count) }
+        defer { aoe_rbd_lock_get_owners_cleanup(&names, count) }
         let owners = names.prefix(count).compactMap { $0.map { String(cString: $0) } }
         let me = clientAddress
         return owners.contains { Self.sameClient($0, me) }
@@ -217,7 +222,7 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
     public func takeOver() throws(RBDOpenError) -> [String] {
         let owners = lockOwners() ?? []
         for owner in owners {
-            let rc = rbd_lock_break(image, RBD_LOCK_MODE_EXCLUSIVE, owner)
+            let rc = aoe_rbd_lock_break(image, RBD_LOCK_MODE_EXCLUSIVE, owner)
             if rc < 0 && rc != -ENOENT { throw RBDOpenError("\(imageName): cannot break the lock of \(owner): \(Self.text(rc))", errno: -rc) }
         }
         try acquireExclusiveLock()
@@ -228,7 +233,7 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
     public func refreshSize() -> Bool {
         guard headerChanged.take() else { return false }
         var bytes: UInt64 = 0
-        guard rbd_get_size(image, &bytes) == 0, bytes / UInt64(sectorSize) != sectorCount else { return false }
+        guard aoe_rbd_get_size(image, &bytes) == 0, bytes / UInt64(sectorSize) != sectorCount else { return false }
         sectors.store(bytes / UInt64(sectorSize), ordering: .relaxed)
         return true
     }
@@ -240,17 +245,17 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
     // MARK: - Blocking calls (what `DeviceRequest.perform` uses)
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
-        let n = rbd_read(image, lba * UInt64(sectorSize), buffer.count, buffer.baseAddress?.assumingMemoryBound(to: CChar.self))
+        let n = aoe_rbd_read(image, lba * UInt64(sectorSize), buffer.count, buffer.baseAddress?.assumingMemoryBound(to: CChar.self))
         try Self.check(n, expected: buffer.count, call: "rbd_read", lba: lba)
     }
 
     public func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
-        let n = rbd_write(image, lba * UInt64(sectorSize), buffer.count, buffer.baseAddress?.assumingMemoryBound(to: CChar.self))
+        let n = aoe_rbd_write(image, lba * UInt64(sectorSize), buffer.count, buffer.baseAddress?.assumingMemoryBound(to: CChar.self))
         try Self.check(n, expected: buffer.count, call: "rbd_write", lba: lba)
     }
 
     public func flush() throws(DeviceError) {
-        let rc = rbd_flush(image)
+        let rc = aoe_rbd_flush(image)
         if rc < 0 { throw DeviceError(SystemError(call: "rbd_flush", errno: -rc)) }
     }
 

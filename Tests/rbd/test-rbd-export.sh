@@ -8,7 +8,7 @@
 . "$(dirname "$0")/../e2e/lib.sh"
 . "$ROOT/Tests/rbd/ceph-cluster.sh"
 differs() { ! cmp -s "$@"; }
-need_tool ceph-mon ceph-osd ceph-mgr monmaptool ceph rbd
+need_tool ceph-mon ceph-osd ceph-mgr monmaptool ceph rbd unshare mount ldconfig ldd
 trap 'ceph_stop; cleanup' EXIT
 net_up 1500
 ceph_start "$WORK/ceph" "$NS" || skip "the one-node Ceph cluster did not start (see above)"
@@ -68,6 +68,11 @@ expect_error "missing image" 1 "no image 'nope' in pool 'rbd'" 1 1 t0 rbd:rbd/no
 expect_error "wrong pool" 1 "pool 'nopool' does not exist" 1 1 t0 rbd:nopool/img
 expect_error "malformed name" 64 "rbd:img: name the image as rbd:POOL/IMAGE" 1 1 t0 rbd:img
 expect_error "--direct on rbd" 64 "does not apply to an RBD image" --direct 1 1 t0 rbd:rbd/img
+# Without the Ceph client libraries (librbd hidden in a private mount namespace): a clear error, not a failed start.
+librbd=$(ldconfig -p | awk '/librbd\.so\.1 /{ print $NF; exit }')
+ip netns exec "$NS" unshare -m sh -c "mount --bind /dev/null '$librbd' && exec '$BIN/aoe-target' 1 1 t0 rbd:rbd/img" >"$WORK/nolib.log" 2>&1; rc=$?
+check "without librbd: exit 1, '$(tail -1 "$WORK/nolib.log")'" test $rc -eq 1 -a -n "$(grep -F "install librbd1 and librados2" "$WORK/nolib.log")"
+check "a file export needs no Ceph library: aoe-target does not link librbd" test "$(ldd "$BIN/aoe-target" | grep -c -E 'librbd|librados')" -eq 0
 sed 's/^mon_host.*/mon_host = 127.0.0.1:1/' "$CEPH_CONF" >"$WORK/unreachable.conf"
 start=$SECONDS
 CEPH_CONF=$WORK/unreachable.conf expect_error "no cluster reachable" 1 "no monitor answered within 10 s" 1 1 t0 rbd:rbd/img
