@@ -61,7 +61,7 @@ for w in $WORKLOADS; do case $w in 4k-randread-qd1|4k-randread-qd32|4k-randwrite
     *) echo "run.sh: unknown workload $w" >&2; exit 2 ;; esac; done
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 ]] || { echo "run.sh: --duration must be whole seconds >= 1" >&2; exit 2; }
 SECTORS=$((IMG_MB * 2048))       # every target, null included, is exercised over the same region 0:SECTORS
-C_CLIENT_TARGETS="null vblade/tmpfs"
+C_CLIENT_TARGETS="null vblade/tmpfs aoe/rbd"
 
 cd "$(dirname "$0")/.." || exit 1
 REPO=$PWD
@@ -253,14 +253,15 @@ run_fio_rbd() {   # $1 round: local librbd (fio's rbd engine) on the image aoe/r
             --output-format=json 2>>"$W/fio-rbd.err")
         local side=read; [ $rw = randwrite ] && side=write
         fields=$(jq -r --arg s $side '.jobs[0] | [.[$s].iops, .[$s].bw_bytes / 1e6, .[$s].clat_ns.percentile["50.000000"] / 1000,
-            .[$s].clat_ns.percentile["99.000000"] / 1000] | @tsv' <<<"$out" 2>/dev/null)
+            .[$s].clat_ns.percentile["99.000000"] / 1000,
+            ((.usr_cpu + .sys_cpu) / 100 * .[$s].runtime * 1000 / (if .[$s].total_ios > 0 then .[$s].total_ios else 1 end))] | @tsv' <<<"$out" 2>/dev/null)
         if [ -z "$fields" ]; then
             log "  fio/rbd $wl: FAILED"; printf '%s\t%s\t%s\t%s\t%s\tfail\n' - fio/rbd "$wl" fio "$1" >>"$RESULTS"; continue
         fi
-        local iops mbps p50 p99
-        IFS=$'\t' read -r iops mbps p50 p99 <<<"$fields"
-        # The client is in this process: no target CPU to attribute.
-        printf '%s\t%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\tnan\t0\t0\n' - fio/rbd "$wl" fio "$1" "$iops" "$mbps" "$p50" "$p99" >>"$RESULTS"
+        local iops mbps p50 p99 cpu
+        IFS=$'\t' read -r iops mbps p50 p99 cpu <<<"$fields"
+        # CPU per I/O: fio's own, which includes librbd's threads (compare with aoe/rbd's target CPU).
+        printf '%s\t%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%.2f\t0\t0\n' - fio/rbd "$wl" fio "$1" "$iops" "$mbps" "$p50" "$p99" "$cpu" >>"$RESULTS"
         log "  $(printf '%-16s %-22s %-8s %9.0f IOPS %8.1f MB/s' fio/rbd "$wl" fio "$iops" "$mbps")"
     done
 }
@@ -390,7 +391,9 @@ END {
     goal("MTU 1500 4k-randwrite-qd32: aoe/disk-direct-sync / aoe/disk-direct (--sync vs not)", ratio(io(1500, "aoe/disk-direct-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk-direct", "4k-randwrite-qd32")), 0.5, 1)
     for (w = 1; w <= 2; w++) {
         wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"
-        goal("MTU 1500 " wl ": aoe/rbd / fio/rbd (local librbd, same QD)", ratio(io(1500, "aoe/rbd", wl), mean(iops, "-" SUBSEP "fio/rbd" SUBSEP wl SUBSEP "fio")), 0.9, 1)
+        fr = mean(iops, "-" SUBSEP "fio/rbd" SUBSEP wl SUBSEP "fio")
+        goal("MTU 1500 " wl ": aoe/rbd / fio/rbd (local librbd, same QD; aoectl)", ratio(io(1500, "aoe/rbd", wl), fr), 0.9, 1)
+        goal("MTU 1500 " wl ": aoe/rbd / fio/rbd (local librbd, same QD; aoe-load)", ratio(mean(iops, 1500 SUBSEP "aoe/rbd" SUBSEP wl SUBSEP "aoe-load"), fr), 0.9, 1)
     }
     goal("MTU 1500 4k-randwrite-qd32: aoe/disk-sync / aoe/disk (page cache; --sync vs not)", ratio(io(1500, "aoe/disk-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk", "4k-randwrite-qd32")), 0.5, 1)
     for (w = 1; w <= 2; w++) {
