@@ -248,19 +248,22 @@ run_fio_rbd() {   # $1 round: local librbd (fio's rbd engine) on the image aoe/r
     local wl rw out fields
     for wl in $WORKLOADS; do
         case $wl in 4k-randread-qd32) rw=randread ;; 4k-randwrite-qd32) rw=randwrite ;; *) continue ;; esac
-        out=$(inns timeout -k 2 $((DURATION + 30)) fio --name=rbd --ioengine=rbd --clientname=admin --pool=rbd \
+        # CPU of every thread of fio's processes, librbd's included (fio's own usr_cpu/sys_cpu count only its job
+        # thread), from bash's accounting of the waited-for child: comparable with the target's CPU per I/O.
+        local TIMEFORMAT='%U %S' ticks
+        ticks=$( { time inns timeout -k 2 $((DURATION + 30)) fio --name=rbd --ioengine=rbd --clientname=admin --pool=rbd \
             --rbdname="$RBD_IMAGE" --rw=$rw --bs=4k --iodepth=32 --runtime="$DURATION" --time_based \
-            --output-format=json 2>>"$W/fio-rbd.err")
+            --output-format=json >"$W/fio-rbd.json" 2>>"$W/fio-rbd.err"; } 2>&1 )
+        out=$(cat "$W/fio-rbd.json")
         local side=read; [ $rw = randwrite ] && side=write
-        fields=$(jq -r --arg s $side '.jobs[0] | [.[$s].iops, .[$s].bw_bytes / 1e6, .[$s].clat_ns.percentile["50.000000"] / 1000,
+        fields=$(jq -r --arg s $side --arg cpu "$ticks" '.jobs[0] | [.[$s].iops, .[$s].bw_bytes / 1e6, .[$s].clat_ns.percentile["50.000000"] / 1000,
             .[$s].clat_ns.percentile["99.000000"] / 1000,
-            ((.usr_cpu + .sys_cpu) / 100 * .[$s].runtime * 1000 / (if .[$s].total_ios > 0 then .[$s].total_ios else 1 end))] | @tsv' <<<"$out" 2>/dev/null)
+            (($cpu | split(" ") | map(tonumber) | add) * 1e6 / (if .[$s].total_ios > 0 then .[$s].total_ios else 1 end))] | @tsv' <<<"$out" 2>/dev/null)
         if [ -z "$fields" ]; then
             log "  fio/rbd $wl: FAILED"; printf '%s\t%s\t%s\t%s\t%s\tfail\n' - fio/rbd "$wl" fio "$1" >>"$RESULTS"; continue
         fi
         local iops mbps p50 p99 cpu
         IFS=$'\t' read -r iops mbps p50 p99 cpu <<<"$fields"
-        # CPU per I/O: fio's own, which includes librbd's threads (compare with aoe/rbd's target CPU).
         printf '%s\t%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%.2f\t0\t0\n' - fio/rbd "$wl" fio "$1" "$iops" "$mbps" "$p50" "$p99" "$cpu" >>"$RESULTS"
         log "  $(printf '%-16s %-22s %-8s %9.0f IOPS %8.1f MB/s' fio/rbd "$wl" fio "$iops" "$mbps")"
     done
