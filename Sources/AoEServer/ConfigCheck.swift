@@ -14,7 +14,7 @@ public enum ConfigCheck {
             if RBDImageName.isRBD(export.path) {
                 // Connecting would take the cluster's time and, for a writable export, its lock: the name was checked.
                 what = "Ceph RBD image, connected to when served\(export.cephID.map { " as client.\($0)" } ?? "")"
-            } else             if export.path.hasPrefix("null:") {
+            } else if export.path.hasPrefix("null:") {
                 guard let bytes = DeviceOpener.parseSize(String(export.path.dropFirst(5))), bytes >= 512 else {
                     throw ConfigError(location, key: "path", "\(export.path): give the null device a size, e.g. null:1G")
                 }

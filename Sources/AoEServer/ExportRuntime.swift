@@ -21,10 +21,7 @@ public enum DeviceOpener {
             do throws(RBDOpenError) {
                 let name: RBDImageName
                 do { name = try RBDImageName(parsing: spec.path) } catch { throw RBDOpenError(error.description) }
-                let image = try RBDImage(name, cephID: spec.cephID, readOnly: spec.readOnly)
-                // A failover export may find the lock held: it then stands by (ExportRuntime).
-                if !spec.readOnly && !spec.failover { try image.acquireExclusiveLock() }
-                return image
+                return try RBDImage(name, cephID: spec.cephID, readOnly: spec.readOnly)
             } catch {
                 throw ConfigError(location, key: "path", error.description)
             }
@@ -125,17 +122,7 @@ final class ExportRuntime: @unchecked Sendable {
             }
         }
         let exportLog = log.labelled("e\(spec.address)@\(link.interfaceName)")
-        var role = Target.Role.active
-        if spec.failover, let image = device as? RBDImage {
-            guard image.hasExclusiveLock else {
-                throw ConfigError(spec.location(of: "failover"), key: "failover",
-                                  "\(image.name): the image lacks the exclusive-lock feature that failover relies on (rbd feature enable \(image.imageName.pool)/\(image.imageName.image) exclusive-lock)")
-            }
-            do { try image.acquireExclusiveLock() } catch {
-                role = .standby
-                exportLog.log(.info, "standby: \(error); sending nothing for e\(spec.address) while that host answers")
-            }
-        }
+        let role = try (device as? RBDImage).map { (image) throws(ConfigError) in try Self.role(of: image, spec, log: exportLog) } ?? .active
         let target = Target(configuration: configuration, device: device, link: link,
                             log: exportLog, passThroughPolicy: policy, state: state, role: role)
         if spec.ioEngine == .ioUring && !target.usesIOUring && !device.capabilities.neverBlocks && !spec.passthrough {
@@ -146,6 +133,19 @@ final class ExportRuntime: @unchecked Sendable {
         failoverWatch = (device as? RBDImage).flatMap { image in
             spec.failover ? FailoverWatch(image: image, target: target, address: spec.address, interfaces: spec.interfaces, log: exportLog) : nil
         }
+    }
+
+    /// A writable RBD export answers only while it holds the image's exclusive lock, taken before anything is
+    /// served: without failover a lock held elsewhere is an error; with it, the export stands by.
+    static func role(of image: RBDImage, _ spec: ExportSpec, log: TargetLog) throws(ConfigError) -> Target.Role {
+        if spec.readOnly { return .active }
+        do { try image.acquireExclusiveLock() } catch {
+            // An image without the lock feature cannot fail over either.
+            guard spec.failover, image.hasExclusiveLock else { throw ConfigError(spec.location(of: "path"), key: "path", error.description) }
+            log.log(.info, "standby: \(error); sending nothing for e\(spec.address) while that host answers")
+            return .standby
+        }
+        return .active
     }
 
     /// The export's protocol state: what was saved, else the configured mask and config string. The saved
