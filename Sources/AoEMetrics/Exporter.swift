@@ -102,6 +102,12 @@ public final class MetricsExporter: Sendable {
                     m.retransmitsSeen.load(ordering: .relaxed))
             gauge("requests_in_flight", "Requests received and not yet answered.", labels(s), Double(m.requestsInFlight.load(ordering: .relaxed)))
             gauge("buffers", "The Buffer Count the export advertises (Query Config).", labels(s), Double(s.bufferCount))
+            for (i, interface) in m.interfaces.enumerated() {
+                counter("interface_frames_received", "For an export on several NICs: AoE frames received, by NIC.", labels(s, [("interface", interface)]),
+                        m.framesReceivedByInterface[i].load(ordering: .relaxed))
+                counter("interface_frames_sent", "For an export on several NICs: AoE frames sent, by NIC.", labels(s, [("interface", interface)]),
+                        m.framesSentByInterface[i].load(ordering: .relaxed))
+            }
         }
         var text = registry.emitToString()
         renderHistogram(into: &text, name: "aoe_target_request_duration_seconds",

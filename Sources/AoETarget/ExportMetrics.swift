@@ -102,7 +102,14 @@ public final class ExportMetrics: @unchecked Sendable {
     public let retransmitsSeen = Atomic<Int>(0)
     public let requestsInFlight = Atomic<Int>(0)
 
-    public init() {
+    /// For an export on several NICs: each NIC's name and the frames it received and sent (the `interface`
+    /// label); empty for one NIC, whose counts are the export's.
+    public let interfaces: [String]
+    public let framesReceivedByInterface: UnsafeMutablePointer<Atomic<Int>>
+    public let framesSentByInterface: UnsafeMutablePointer<Atomic<Int>>
+
+    public init(interfaces: [String] = []) {
+        self.interfaces = interfaces
         func counters(_ n: Int) -> UnsafeMutablePointer<Atomic<Int>> {
             let p = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: n)
             for i in 0..<n { (p + i).initialize(to: Atomic(0)) }
@@ -112,10 +119,13 @@ public final class ExportMetrics: @unchecked Sendable {
         aoeErrors = counters(16)
         passThroughSent = counters(256)
         passThroughRefused = counters(256)
+        framesReceivedByInterface = counters(max(1, interfaces.count))
+        framesSentByInterface = counters(max(1, interfaces.count))
     }
 
     deinit {
-        for (p, n) in [(bytes, Operation.allCases.count), (aoeErrors, 16), (passThroughSent, 256), (passThroughRefused, 256)] {
+        for (p, n) in [(bytes, Operation.allCases.count), (aoeErrors, 16), (passThroughSent, 256), (passThroughRefused, 256),
+                       (framesReceivedByInterface, max(1, interfaces.count)), (framesSentByInterface, max(1, interfaces.count))] {
             p.deinitialize(count: n)
             p.deallocate()
         }

@@ -16,7 +16,9 @@ public final class Target: @unchecked Sendable {
     public let device: any BlockDevice
     public let link: any FrameLink
     public let statistics: TargetStatistics
-    public let metrics = ExportMetrics()
+    public let metrics: ExportMetrics
+    /// Several NICs: frames are counted per NIC too.
+    private let countsByInterface: Bool
     public let log: TargetLog
     /// Config string, mask, reservation, write cache: saved on change.
     public let state: ExportState
@@ -133,6 +135,8 @@ public final class Target: @unchecked Sendable {
     public init(configuration: TargetConfiguration, device: any BlockDevice, link: any FrameLink, log: TargetLog,
                 passThroughPolicy: PassThroughPolicy? = nil, state: ExportState? = nil, role: Role = .active) {
         roleValue = Atomic(role.rawValue)
+        countsByInterface = link.portCount > 1
+        metrics = ExportMetrics(interfaces: link.portCount > 1 ? (0..<link.portCount).map { link.interfaceName(port: UInt8($0)) } : [])
         ownedDevice = device as? any ExclusivelyOwnedDevice
         precondition(TargetConfiguration.bufferCountRange.contains(configuration.bufferCount))
         precondition(configuration.address.isValidTargetAddress)
@@ -470,6 +474,7 @@ public final class Target: @unchecked Sendable {
             received = 0
         }
         statistics.add(.framesReceived, received)
+        if countsByInterface { for i in 0..<received { metrics.framesReceivedByInterface[Int(s.rxFrames[i].port)].bump(1) } }
         if received > 0 { batchReceivedAt = monotonicNanoseconds() }
         if ownedDevice != nil { confirmOwnershipAfterStall() }
 
@@ -506,6 +511,7 @@ public final class Target: @unchecked Sendable {
             do {
                 let n = try link.send(frames, range: sent..<count)
                 if n == 0 { break }
+                if countsByInterface { for i in sent..<(sent + n) { metrics.framesSentByInterface[Int(frames[i].port)].bump(1) } }
                 sent += n
             } catch {
                 // ENOBUFS, ENETDOWN, EMSGSIZE after an MTU drop: count, skip that frame, keep serving.
@@ -522,6 +528,7 @@ public final class Target: @unchecked Sendable {
         do {
             try link.sendOne(frame)
             statistics.add(.framesSent)
+            if countsByInterface { metrics.framesSentByInterface[Int(frame.port)].bump(1) }
         } catch {
             statistics.add(.sendErrors)
             log.frame(.sendError, .warning, "send on \(link.interfaceName): \(error)")

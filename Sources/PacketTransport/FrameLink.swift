@@ -23,11 +23,14 @@ public protocol FrameLink: AnyObject, Sendable {
     /// port its request came in on (`Frame.port`), from that port's address.
     var portCount: Int { get }
     func macAddress(port: UInt8) -> MACAddress
+    /// The interface name of one port.
+    func interfaceName(port: UInt8) -> String
 }
 
 extension FrameLink {
     public var portCount: Int { 1 }
     public func macAddress(port: UInt8) -> MACAddress { macAddress }
+    public func interfaceName(port: UInt8) -> String { interfaceName }
     /// `receive` into an array of frames (typed throws survive, unlike through withUnsafeMutableBufferPointer).
     public func receive(into frames: inout [Frame]) throws(SystemError) -> Int {
         var result: Result<Int, SystemError> = .success(0)

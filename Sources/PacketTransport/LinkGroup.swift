@@ -30,6 +30,7 @@ public final class LinkGroup: FrameLink, @unchecked Sendable {
     public var interfaceName: String { links.map(\.interfaceName).joined(separator: ",") }
     public var portCount: Int { links.count }
     public func macAddress(port: UInt8) -> MACAddress { links[Int(port)].macAddress }
+    public func interfaceName(port: UInt8) -> String { links[Int(port)].interfaceName }
 
     /// The smallest: a request that fits every port's frames is what sectors per frame must promise.
     public func currentMTU() -> Int { links.map { $0.currentMTU() }.min()! }

@@ -2,6 +2,7 @@ import XCTest
 @testable import AoEMetrics
 import AoETarget
 import AoEWire
+import Synchronization
 
 final class ExporterTests: XCTestCase {
     func testHistogramBucketsAreInclusiveUpperBoundsAndCumulative() {
@@ -80,5 +81,27 @@ final class ExporterTests: XCTestCase {
         XCTAssertFalse(d.seen(RequestKey(source: a, lba: 100, sectors: 8, write: true), now: 700_000_000), "a write is another request")
         XCTAssertFalse(d.seen(RequestKey(source: a, lba: 101, sectors: 8, write: false), now: 800_000_000), "another LBA")
         XCTAssertFalse(d.seen(RequestKey(source: a, lba: 101, sectors: 8, write: false), now: 2_900_000_000), "after the window")
+    }
+}
+
+extension ExporterTests {
+    func testAnExportOnSeveralNICsCountsFramesPerInterfaceAndOneNICDoesNot() {
+        let statistics = TargetStatistics(), metrics = ExportMetrics(interfaces: ["eth1", "eth2"])
+        metrics.framesReceivedByInterface[0].store(5, ordering: .relaxed)
+        metrics.framesReceivedByInterface[1].store(3, ordering: .relaxed)
+        metrics.framesSentByInterface[1].store(2, ordering: .relaxed)
+        let multi = MetricsSource(address: ShelfSlot(shelf: 1, slot: 1), bufferCount: 64, statistics: statistics, metrics: metrics)
+        let single = MetricsSource(address: ShelfSlot(shelf: 1, slot: 2), bufferCount: 64, statistics: TargetStatistics(), metrics: ExportMetrics())
+        let text = MetricsExporter(version: "test") { [multi, single] }.render()
+        let lines = Set(text.split(separator: "\n").map(String.init))
+        for expected in [
+            #"aoe_target_interface_frames_received_total{shelf="1",slot="1",interface="eth1"} 5"#,
+            #"aoe_target_interface_frames_received_total{shelf="1",slot="1",interface="eth2"} 3"#,
+            #"aoe_target_interface_frames_sent_total{shelf="1",slot="1",interface="eth1"} 0"#,
+            #"aoe_target_interface_frames_sent_total{shelf="1",slot="1",interface="eth2"} 2"#,
+        ] {
+            XCTAssertTrue(lines.contains(expected), "missing: \(expected)\n\(text)")
+        }
+        XCTAssertFalse(text.contains(#"interface_frames_received_total{shelf="1",slot="2""#), "a one-NIC export has no interface series")
     }
 }

@@ -544,6 +544,11 @@ final class TargetTests: XCTestCase {
         XCTAssertEqual(events.all.filter { $0.hasPrefix("write") }, ["write 5", "write 5"])
         XCTAssertEqual(device.inner.contents(lba: 5, count: 1), [UInt8](repeating: 0x02, count: 512),
                        "the newer write from the other NIC waited for the older one and landed last")
+        // Counted per NIC: one request in on each; the announcement and one reply out of each.
+        XCTAssertEqual(t.metrics.interfaces, [nicA.interfaceName, nicB.interfaceName])
+        for _ in 0..<100 where t.metrics.framesSentByInterface[1].load(ordering: .relaxed) < 2 { usleepSeconds(0.01) }
+        XCTAssertEqual((0..<2).map { t.metrics.framesReceivedByInterface[$0].load(ordering: .relaxed) }, [1, 1])
+        XCTAssertEqual((0..<2).map { t.metrics.framesSentByInterface[$0].load(ordering: .relaxed) }, [2, 2])
     }
 
     func testLateDuplicateOfOldWriteDoesNotOverwriteNewerData() throws {
