@@ -41,11 +41,11 @@ done
 
 if [ "$QUICK" = 1 ]; then
     : "${DURATION:=2}" "${MTUS:=1500}"; IMG_MB=256
-    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync null aoe/rbd"
+    TARGETS="aoe/tmpfs aoe/tmpfs-metrics vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync null aoe/rbd"
     WORKLOADS="4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 else
     : "${DURATION:=5}" "${MTUS:=1500 9000}"; IMG_MB=1024
-    TARGETS="aoe/tmpfs vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync vblade/disk-sync null aoe/rbd"
+    TARGETS="aoe/tmpfs aoe/tmpfs-metrics vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync vblade/disk-sync null aoe/rbd"
     WORKLOADS="4k-randread-qd1 4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 fi
 if [ -n "$BASELINE" ]; then
@@ -54,7 +54,7 @@ if [ -n "$BASELINE" ]; then
     TARGETS="$TARGETS base/tmpfs base/disk-direct base/disk-sync"
 fi
 TARGETS=${ONLY_TARGETS:-$TARGETS} WORKLOADS=${ONLY_WORKLOADS:-$WORKLOADS}
-for t in $TARGETS; do case $t in aoe/rbd|aoe/tmpfs|aoe/disk-direct|aoe/disk|aoe/disk-sync|aoe/disk-direct-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
+for t in $TARGETS; do case $t in aoe/rbd|aoe/tmpfs|aoe/tmpfs-metrics|aoe/disk-direct|aoe/disk|aoe/disk-sync|aoe/disk-direct-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
     base/tmpfs|base/disk-direct|base/disk-sync) [ -n "$BASELINE" ] || { echo "run.sh: $t needs --baseline BIN" >&2; exit 2; } ;;
     *) echo "run.sh: unknown target $t" >&2; exit 2 ;; esac; done
 for w in $WORKLOADS; do case $w in 4k-randread-qd1|4k-randread-qd32|4k-randwrite-qd32|seqread-maxframe-qd32) ;;
@@ -122,7 +122,7 @@ ip netns add "$NS" || exit 1
 ip -n "$NS" link add "$TI" type veth peer name "$II" || exit 1
 ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 2>/dev/null
 ip netns exec "$NS" sysctl -qw net.ipv6.conf.$TI.disable_ipv6=1 net.ipv6.conf.$II.disable_ipv6=1 2>/dev/null
-ip -n "$NS" link set "$TI" up && ip -n "$NS" link set "$II" up || exit 1
+ip -n "$NS" link set "$TI" up && ip -n "$NS" link set "$II" up && ip -n "$NS" link set lo up || exit 1
 inns() { ip netns exec "$NS" "$@"; }
 
 # ---------------------------------------------------------------- Ceph, for aoe/rbd and fio/rbd
@@ -131,7 +131,6 @@ inns() { ip netns exec "$NS" "$@"; }
 RBD_IMAGE=bench
 if [[ " $TARGETS " == *" aoe/rbd "* ]]; then
     . "$REPO/Tests/rbd/ceph-cluster.sh"
-    ip -n "$NS" link set lo up
     log "starting a one-node Ceph cluster for aoe/rbd and fio/rbd"
     if ceph_start "$W/ceph" "$NS" && ceph_image_create "$RBD_IMAGE" "${IMG_MB}M" &&
         ceph_rbd bench --io-type write --io-pattern seq --io-size 4M --io-total "${IMG_MB}M" "rbd/$RBD_IMAGE" >"$W/rbd-fill.log" 2>&1; then
@@ -146,6 +145,8 @@ fi
 target_cmd() {   # prints the command line of target $1, one word per line
     case "$1" in
         aoe/tmpfs)        printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" "$SHM_IMG" ;;
+        # The same with the Prometheus endpoint on (per-request latency and bytes recorded), for its cost.
+        aoe/tmpfs-metrics) printf '%s\n' "$AOETARGET" --buffers 256 --metrics 127.0.0.1:9910 1 1 "$TI" "$SHM_IMG" ;;
         aoe/disk-direct)  printf '%s\n' "$AOETARGET" --buffers 256 --direct 1 1 "$TI" "$DISK_IMG" ;;
         aoe/disk)         printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" "$DISK_IMG" ;;
         aoe/disk-sync)    printf '%s\n' "$AOETARGET" --buffers 256 --sync 1 1 "$TI" "$DISK_IMG" ;;
@@ -394,6 +395,7 @@ END {
     goal("MTU 1500 4k-randwrite-qd32: aoe/disk-direct-sync / aoe/disk-direct (--sync vs not)", ratio(io(1500, "aoe/disk-direct-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk-direct", "4k-randwrite-qd32")), 0.5, 1)
     for (w = 1; w <= 2; w++) {
         wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"
+        goal("MTU 1500 " wl ": aoe/tmpfs-metrics / aoe/tmpfs (metrics on vs off)", ratio(io(1500, "aoe/tmpfs-metrics", wl), io(1500, "aoe/tmpfs", wl)), 0.97, 1)
         fr = mean(iops, "-" SUBSEP "fio/rbd" SUBSEP wl SUBSEP "fio")
         goal("MTU 1500 " wl ": aoe/rbd / fio/rbd (local librbd, same QD; aoectl)", ratio(io(1500, "aoe/rbd", wl), fr), 0.9, 1)
         goal("MTU 1500 " wl ": aoe/rbd / fio/rbd (local librbd, same QD; aoe-load)", ratio(mean(iops, 1500 SUBSEP "aoe/rbd" SUBSEP wl SUBSEP "aoe-load"), fr), 0.9, 1)

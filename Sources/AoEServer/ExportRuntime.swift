@@ -92,11 +92,13 @@ final class ExportRuntime: @unchecked Sendable {
     }
 
     /// Opens the device and a socket per interface. Nothing is served until `start`.
-    init(spec: ExportSpec, stateDirectory: String?, pcap: PcapWriter?, log: TargetLog) throws(ConfigError) {
+    /// - Parameter recordsMetrics: the server serves a metrics endpoint, so per-request figures are recorded.
+    init(spec: ExportSpec, stateDirectory: String?, pcap: PcapWriter?, log: TargetLog, recordsMetrics: Bool) throws(ConfigError) {
         self.spec = spec
         if let problem = spec.problem { throw ConfigError(spec.location(of: problem.key), key: problem.key, problem.message) }
         device = try DeviceOpener.open(spec)
-        let configuration = spec.targetConfiguration
+        var configuration = spec.targetConfiguration
+        configuration.recordsMetrics = recordsMetrics
         state = try Self.loadState(spec, configuration: configuration, stateDirectory: stateDirectory, log: log)
         let policy = spec.passthrough ? PassThroughPolicy(allowedOpcodes: spec.allowATA, allowAll: spec.allowAllATA, readOnly: spec.readOnly) : nil
         if spec.allowAllATA {

@@ -25,7 +25,7 @@ public final class Server: @unchecked Sendable {
             pcap = nil
         }
         for export in spec.exports {
-            exports[export.address] = try ExportRuntime(spec: export, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
+            exports[export.address] = try ExportRuntime(spec: export, stateDirectory: spec.stateDirectory, pcap: pcap, log: log, recordsMetrics: spec.metrics != nil)
         }
     }
 
@@ -91,7 +91,7 @@ public final class Server: @unchecked Sendable {
         }
         var opened: [ShelfSlot: ExportRuntime] = [:]
         for (address, change) in plan where change == .add {
-            opened[address] = try ExportRuntime(spec: newSpecs[address]!, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
+            opened[address] = try ExportRuntime(spec: newSpecs[address]!, stateDirectory: spec.stateDirectory, pcap: pcap, log: log, recordsMetrics: spec.metrics != nil)
         }
         for (address, change) in plan.sorted(by: { "\($0.key)" < "\($1.key)" }) {
             switch change {
@@ -140,11 +140,11 @@ public final class Server: @unchecked Sendable {
         // Dropped before reopening: its image lock and a block device's exclusive open must be released.
         exports[address] = nil
         do throws(ConfigError) {
-            exports[address] = try ExportRuntime(spec: new, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
+            exports[address] = try ExportRuntime(spec: new, stateDirectory: spec.stateDirectory, pcap: pcap, log: log, recordsMetrics: spec.metrics != nil)
             log.log(.info, "reload: e\(address) restarted with its new settings")
         } catch {
             log.log(.error, "reload: e\(address): \(error); serving it with its previous settings")
-            exports[address] = try? ExportRuntime(spec: previous, stateDirectory: spec.stateDirectory, pcap: pcap, log: log)
+            exports[address] = try? ExportRuntime(spec: previous, stateDirectory: spec.stateDirectory, pcap: pcap, log: log, recordsMetrics: spec.metrics != nil)
             if exports[address] == nil { log.log(.error, "reload: e\(address) could not be opened again; not served") }
         }
         exports[address]?.start(log: log)

@@ -19,6 +19,8 @@ public final class Target: @unchecked Sendable {
     public let metrics: ExportMetrics
     /// Several NICs: frames are counted per NIC too.
     private let countsByInterface: Bool
+    /// Per-request latency and bytes (`TargetConfiguration.recordsMetrics`).
+    private let recordsMetrics: Bool
     public let log: TargetLog
     /// Config string, mask, reservation, write cache: saved on change.
     public let state: ExportState
@@ -136,6 +138,7 @@ public final class Target: @unchecked Sendable {
                 passThroughPolicy: PassThroughPolicy? = nil, state: ExportState? = nil, role: Role = .active) {
         roleValue = Atomic(role.rawValue)
         countsByInterface = link.portCount > 1
+        recordsMetrics = configuration.recordsMetrics
         metrics = ExportMetrics(interfaces: link.portCount > 1 ? (0..<link.portCount).map { link.interfaceName(port: UInt8($0)) } : [])
         ownedDevice = device as? any ExclusivelyOwnedDevice
         precondition(TargetConfiguration.bufferCountRange.contains(configuration.bufferCount))
@@ -383,7 +386,7 @@ public final class Target: @unchecked Sendable {
             }
         }
         queue.push()
-        metrics.requestsInFlight.store(inFlight, ordering: .relaxed)
+        if recordsMetrics { metrics.requestsInFlight.store(inFlight, ordering: .relaxed) }
         return received + completed
     }
 
@@ -493,8 +496,8 @@ public final class Target: @unchecked Sendable {
         // Submitted once the whole batch is in, so adjacent frames are merged.
         if !readyQueue.isEmpty { submitReady() }
         let txCount = s.txCount
-        if txCount > 0 {
-            sendBatch(s.txFrames, count: txCount)
+        if txCount > 0 { sendBatch(s.txFrames, count: txCount) }
+        if txCount > 0 && recordsMetrics {
             let elapsed = monotonicNanoseconds() &- batchReceivedAt
             for i in 0..<txCount {
                 if let operation = s.txOperations[i] { metrics.answered(operation, bytes: s.txBytes[i], nanoseconds: elapsed) }
@@ -914,8 +917,8 @@ public final class Target: @unchecked Sendable {
         if roleValue.load(ordering: .relaxed) == Role.active.rawValue {
             if !readyQueue.isEmpty { submitReady() }
             sendBatch(replies, count: finished.count)
-            let now = monotonicNanoseconds()
-            for (i, slot) in finished.enumerated() {
+            let now = recordsMetrics ? monotonicNanoseconds() : 0
+            for (i, slot) in finished.enumerated() where recordsMetrics {
                 if let operation = finishedOperations[i] {
                     metrics.answered(operation, bytes: finishedBytes[i], nanoseconds: now &- pending[slot].receivedAt)
                 }

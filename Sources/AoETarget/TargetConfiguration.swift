@@ -23,6 +23,9 @@ public struct TargetConfiguration: Sendable {
     public var workers = 16
     /// Fail a share of device requests on purpose (a wrapper over whichever queue runs them); nil: none.
     public var faultPlan: FaultPlan? = nil
+    /// Per-request latency and bytes for the Prometheus endpoint (`ExportMetrics`): recorded only when an
+    /// endpoint is served, so a target without `--metrics` pays nothing for them on the frame path.
+    public var recordsMetrics = true
     /// Upper bound on sectors in one command, whatever the MTU allows.
     public var maxSectorsPerCommand = 255
 

@@ -185,3 +185,18 @@ extension TargetTests {
         XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.readSectorsExt, tag: 3, lba: 40)))).cmdStatus, 0x40)
     }
 }
+
+extension TargetTests {
+    /// Without a metrics endpoint nothing per request is recorded; with one, every answer is.
+    func testPerRequestFiguresAreNotRecordedWithoutAMetricsEndpoint() throws { try perRequestFigures(recorded: false) }
+    func testPerRequestFiguresAreRecordedWithAMetricsEndpoint() throws { try perRequestFigures(recorded: true) }
+
+    private func perRequestFigures(recorded: Bool) throws {
+        start(device: MemoryDevice(sectors: 64, neverBlocks: true)) { $0.recordsMetrics = recorded }
+        XCTAssertNotNil(exchange(ata(.readSectorsExt, tag: 1, lba: 3)))
+        XCTAssertNotNil(exchange(ata(.writeSectorsExt, tag: 2, lba: 3, data: [UInt8](repeating: 7, count: 512))))
+        XCTAssertEqual(target.metrics.latency(.read).snapshot().count, recorded ? 1 : 0)
+        XCTAssertEqual(target.metrics.latency(.write).snapshot().count, recorded ? 1 : 0)
+        XCTAssertEqual(target.metrics.bytes(.write), recorded ? 512 : 0)
+    }
+}
