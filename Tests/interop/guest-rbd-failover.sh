@@ -5,17 +5,8 @@
 # start with $TAG: CHECK PASS|FAIL <class> <name>: <detail>; INFO <text>; FIO-START; RESULT PASS|FAIL (last).
 . /test/env
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-NFAIL=0
-say()  { echo "$TAG $*"; }
-ok()   { say "CHECK PASS $1 $2: $3"; }
-bad()  { say "CHECK FAIL $1 $2: $3"; NFAIL=$((NFAIL + 1)); }
-info() { say "INFO $*"; }
-finish() {
-    dmesg | grep -iE 'aoe|etherd|error' | tail -n 12 | while IFS= read -r l; do info "dmesg: $l"; done
-    if [ "$NFAIL" = 0 ]; then say "RESULT PASS failures=0"; else say "RESULT FAIL failures=$NFAIL"; fi
-    sync
-    exit 0
-}
+DMESG_LINES=12
+. /test/report.sh
 
 DEV=/dev/etherd/e$SHELF.$SLOT
 SYS="/sys/block/etherd!e$SHELF.$SLOT"

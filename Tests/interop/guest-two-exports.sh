@@ -5,17 +5,7 @@
 #   CHECK PASS|FAIL <class> <name>: <detail>;  INFO <text>;  RESULT PASS|FAIL failures=<n> (last)
 . /test/env
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
-NFAIL=0
-say()  { echo "$TAG $*"; }
-ok()   { say "CHECK PASS $1 $2: $3"; }
-bad()  { say "CHECK FAIL $1 $2: $3"; NFAIL=$((NFAIL + 1)); }
-info() { say "INFO $*"; }
-finish() {
-    dmesg | grep -iE 'aoe|etherd|error' | tail -n 10 | while IFS= read -r l; do info "dmesg: $l"; done
-    if [ "$NFAIL" = 0 ]; then say "RESULT PASS failures=0"; else say "RESULT FAIL failures=$NFAIL"; fi
-    sync
-    exit 0
-}
+. /test/report.sh
 
 i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done

@@ -414,3 +414,16 @@ it_qemu_run() {
 
 # Marker lines of the guest (CR stripped), the TAG itself removed.
 it_marker_lines() { tr -d '\r' <"$1" | grep -F "$2" | sed "s/^.*$2 *//"; }
+
+# it_guest_verdicts SERIAL_LOG TAG QEMU_EXIT: one PASS/FAIL per CHECK line of a guest that reports through
+# guest-report.sh, and a failure when its RESULT line never came.
+it_guest_verdicts() {
+    local lines l
+    lines=$(it_marker_lines "$1" "$2")
+    while IFS= read -r l; do
+        if [[ $l =~ ^CHECK\ (PASS|FAIL)\ ([a-z]+)\ (.*)$ ]]; then
+            [ "${BASH_REMATCH[1]}" = PASS ] && it_pass "guest ${BASH_REMATCH[3]}" || it_fail "[${BASH_REMATCH[2]}] guest ${BASH_REMATCH[3]}"
+        fi
+    done <<<"$lines"
+    grep -q '^RESULT ' <<<"$lines" || { it_fail "[target] guest did not finish (QEMU exit $3)"; tr -d '\r' <"$1" | tail -n 20 | sed 's/^/  serial| /'; }
+}

@@ -35,6 +35,7 @@ mkdir -p "$EXTRA/test"
 for s in $SLOTS; do truncate -s "${IMG_MIB}M" "$IT_WORK/disk$s.img"; done
 for ((i = 1; i <= 2000; i++)); do printf 'aoe-interop nonce=%s export=EXPORT line %05d\n' "$NONCE" "$i"; done >"$EXTRA/test/fs.txt"
 cp "$IT_DIR/guest-two-exports.sh" "$EXTRA/test/run.sh"
+cp "$IT_DIR/guest-report.sh" "$EXTRA/test/report.sh"
 chmod 755 "$EXTRA/test/run.sh"
 cat >"$EXTRA/test/env" <<EOV
 TAG='$TAG'
@@ -76,13 +77,7 @@ it_qemu_run "$TIMEOUT" "$SERIAL" "$TAG" \
     -netdev "tap,id=n0,ifname=$IT_TAP,script=no,downscript=no" \
     -device "virtio-net-pci,netdev=n0,romfile="
 QRC=$?
-LINES=$(it_marker_lines "$SERIAL" "$TAG")
-while IFS= read -r l; do
-    if [[ $l =~ ^CHECK\ (PASS|FAIL)\ ([a-z]+)\ (.*)$ ]]; then
-        [ "${BASH_REMATCH[1]}" = PASS ] && it_pass "guest ${BASH_REMATCH[3]}" || it_fail "[${BASH_REMATCH[2]}] guest ${BASH_REMATCH[3]}"
-    fi
-done <<<"$LINES"
-grep -q '^RESULT ' <<<"$LINES" || { it_fail "[target] guest did not finish (QEMU exit $QRC)"; tr -d '\r' <"$SERIAL" | tail -n 20 | sed 's/^/  serial| /'; }
+it_guest_verdicts "$SERIAL" "$TAG" "$QRC"
 it_check_nic_stall "$SERIAL"
 it_target_alive || it_fail "[target] target process died during the run"
 it_kill_pid "$IT_TARGET_PID"

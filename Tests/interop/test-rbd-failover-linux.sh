@@ -35,6 +35,7 @@ TAG="@@AOEITRBD-$NONCE@@"
 EXTRA=$IT_WORK/extra
 mkdir -p "$EXTRA/test"
 cp "$IT_DIR/guest-rbd-failover.sh" "$EXTRA/test/run.sh"
+cp "$IT_DIR/guest-report.sh" "$EXTRA/test/report.sh"
 chmod 755 "$EXTRA/test/run.sh"
 cat >"$EXTRA/test/env" <<EOV
 TAG='$TAG'
@@ -90,13 +91,7 @@ it_qemu_run "$TIMEOUT" "$SERIAL" "$TAG" \
 QRC=$?
 it_kill_pid "$KILLER"
 kill -INT "$CAPTURE" 2>/dev/null; wait "$CAPTURE" 2>/dev/null
-LINES=$(it_marker_lines "$SERIAL" "$TAG")
-while IFS= read -r l; do
-    if [[ $l =~ ^CHECK\ (PASS|FAIL)\ ([a-z]+)\ (.*)$ ]]; then
-        [ "${BASH_REMATCH[1]}" = PASS ] && it_pass "guest ${BASH_REMATCH[3]}" || it_fail "[${BASH_REMATCH[2]}] guest ${BASH_REMATCH[3]}"
-    fi
-done <<<"$LINES"
-grep -q '^RESULT ' <<<"$LINES" || { it_fail "[target] guest did not finish (QEMU exit $QRC)"; tr -d '\r' <"$SERIAL" | tail -n 20 | sed 's/^/  serial| /'; }
+it_guest_verdicts "$SERIAL" "$TAG" "$QRC"
 it_check_nic_stall "$SERIAL"
 [ -s "$IT_WORK/killed" ] && it_pass "$(cat "$IT_WORK/killed")" || it_fail "[infra] host A was not killed during fio"
 grep "took over" "$IT_WORK/b.log" | sed 's/^/  b| /'
