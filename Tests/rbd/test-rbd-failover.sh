@@ -59,7 +59,10 @@ check "the standby probed the active host (Query Config requests seen)" \
     test "$(in_ns tcpdump -r "$WORK/standby.pcap" -nn "ether src $MAC_T1 and ether[14] & 0x08 = 0" 2>/dev/null | wc -l)" -gt 0
 check "the standby did not take over from a live host" lacks "took over" "$WORK/b.log"
 
-# Failover under write load.
+# Failover under write load. The region is first written whole with the seed's pattern, so that the
+# read-back after the failover can ask every block for it (random writes alone need not reach each block).
+aoectl bench -i i0 1.1 --rw write --qd 16 --bs 4k --count 4096 --region 0:32768 --verify --seed 21 --json >"$WORK/fill.json"
+check "the region written whole before the failover" test "$(jq -c '[.errors, .verify_mismatches]' "$WORK/fill.json")" = "[0,0]"
 capture i0 "$WORK/initiator.pcap"
 aoectl bench -i i0 1.1 --rw randwrite --qd 16 --bs 4k --duration 14 --region 0:32768 --verify --seed 21 --json >"$WORK/fo.json" &
 bench=$!
@@ -77,7 +80,8 @@ failover=$(awk -v a="$last_old" -v b="$first_new" 'BEGIN { printf "%.2f", b - a 
 echo "failover time: ${failover} s (last reply from $MAC_T0 at $last_old, first ATA reply from $MAC_T1 at $first_new)"
 check "failover within 10 s (${failover} s)" awk -v t="$failover" 'BEGIN { exit !(t > 0 && t < 10) }'
 aoectl bench -i i0 1.1 --rw read --qd 16 --bs 4k --count 4096 --region 0:32768 --verify-existing --seed 21 --json >"$WORK/after.json"
-check "through the new host every block holds an acknowledged write" test "$(jq -c '[.verify_mismatches, .errors]' "$WORK/after.json")" = "[0,0]"
+check "through the new host every block holds an acknowledged write ($(jq -c '[.verified_blocks, .first_mismatch, .first_error]' "$WORK/after.json"))" \
+    test "$(jq -c '[.verify_mismatches, .errors, .verified_blocks]' "$WORK/after.json")" = "[0,0,4096]"
 
 # Fencing: the old host comes back as standby; the active one (B) is frozen until A took over.
 check "the restarted first host stands by" start_standby "$WORK/a2.log" --failover -b 64 1 1 t0 rbd:rbd/img
