@@ -29,6 +29,8 @@ let package = Package(
         // Ceph RBD images: one more device with its own queue. librbd and librados are loaded when an rbd: export
         // opens (dlopen), so aoe-target runs without them; building needs their headers (librbd-dev, librados-dev).
         .target(name: "RBDDevice", dependencies: ["BlockDevices", "LinuxSystem", "CRBD"]),
+        // The kernel's TCMU ring and the configfs objects of a tcm_loop disk: the I/O edge of `aoectl attach`.
+        .target(name: "TCMU", dependencies: ["LinuxSystem", "CLinuxShims"]),
         .target(name: "PacketTransport", dependencies: ["AoEWire", "LinuxSystem", "CLinuxShims", "CPcap"]),
         .target(name: "AoETarget", dependencies: [
             "AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
@@ -67,6 +69,7 @@ let package = Package(
         .testTarget(name: "AoEWireTests", dependencies: ["AoEWire"]),
         .testTarget(name: "ATACoreTests", dependencies: ["ATACore", "AoEWire"]),
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),
+        .testTarget(name: "TCMUTests", dependencies: ["TCMU", "CLinuxShims"]),
         .testTarget(name: "RBDDeviceTests", dependencies: ["RBDDevice", "BlockDevices"]),
         .testTarget(name: "AoETargetTests", dependencies: ["AoETestSupport", "AoETarget", "AoEWire", "ATACore", "BlockDevices", "PacketTransport"]),
         .testTarget(name: "PacketTransportTests", dependencies: ["PacketTransport", "AoEWire", "CLinuxShims"]),

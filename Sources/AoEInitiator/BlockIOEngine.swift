@@ -12,6 +12,9 @@ public struct BlockIO: @unchecked Sendable {
     public var buffer: UnsafeMutableRawPointer
     /// The source's own reference, returned on completion.
     public var id: Int
+    /// Set: not a read or write of `sectors` at `lba` but this one ATA command in one frame (a pass-through,
+    /// a FLUSH), with `sectors` of data out (`isWrite`) or in. Its reply registers come back in it.
+    public var command: ATACommandIO?
 
     public init(lba: UInt64, sectors: Int, isWrite: Bool, buffer: UnsafeMutableRawPointer, id: Int) {
         self.lba = lba
@@ -20,6 +23,22 @@ public struct BlockIO: @unchecked Sendable {
         self.buffer = buffer
         self.id = id
     }
+
+    /// One ATA command with `sectors` of data (at most the target's sectors per frame) in `buffer`.
+    public init(command task: ATAHeader, sectors: Int, isWrite: Bool, buffer: UnsafeMutableRawPointer, id: Int, resendable: Bool) {
+        self.init(lba: task.lba, sectors: sectors, isWrite: isWrite, buffer: buffer, id: id)
+        command = ATACommandIO(task: task, resendable: resendable)
+    }
+}
+
+/// An ATA command sent as it is. The engine does not judge its status: the reply registers, an error
+/// included, are the answer (`reply`); only a transport failure completes it with an error.
+public struct ATACommandIO: Sendable {
+    public var task: ATAHeader
+    /// False for a command that must not run twice (a SECURITY or DOWNLOAD MICROCODE command, a SET FEATURES):
+    /// it is sent once and waited for until the deadline, since a retransmission could run it again.
+    public var resendable: Bool
+    public var reply: ATAHeader? = nil
 }
 
 /// Supplies I/Os to the engine and learns how they ended.
@@ -41,6 +60,8 @@ public final class BlockIOEngine {
         var framesOutstanding = 0
         var error: ClientError? = nil
         var startedAt: UInt64 = 0
+        var reply: ATAHeader? = nil
+        var commandSent = false
         var inUse = false
         /// In the `unsent` ring. An entry outlives an I/O that failed with parts unsent; its successor in
         /// the same slot then uses that entry.
@@ -206,22 +227,25 @@ public final class BlockIOEngine {
         while unsentCount > 0 && tagTable.pointee.canSend {
             let a = unsent[unsentHead]
             // A failed I/O sends nothing more (it completes when its frames in flight have).
-            guard actives[a].inUse, actives[a].error == nil, actives[a].nextSector < actives[a].io.sectors else {
+            let hasUnsent = actives[a].io.command == nil ? actives[a].nextSector < actives[a].io.sectors : !actives[a].commandSent
+            guard actives[a].inUse, actives[a].error == nil, hasUnsent else {
                 unsentHead = unsentHead + 1 == queueDepth ? 0 : unsentHead + 1
                 unsentCount -= 1
                 actives[a].queued = false
                 continue
             }
             let offset = actives[a].nextSector
-            let count = min(target.sectorsPerFrame, actives[a].io.sectors - offset)
+            // A single ATA command goes whole in one frame, even one without data.
+            let count = actives[a].io.command != nil ? actives[a].io.sectors : min(target.sectorsPerFrame, actives[a].io.sectors - offset)
             actives[a].nextSector += count
+            actives[a].commandSent = actives[a].io.command != nil
             actives[a].framesOutstanding += 1
-            if actives[a].nextSector == actives[a].io.sectors {   // its last frame: the next I/O's turn
+            if actives[a].nextSector == actives[a].io.sectors || actives[a].io.command != nil {   // its last frame: the next I/O's turn
                 unsentHead = unsentHead + 1 == queueDepth ? 0 : unsentHead + 1
                 unsentCount -= 1
                 actives[a].queued = false
             }
-            let (slot, tag) = tagTable.pointee.send(now: now)
+            let (slot, tag) = tagTable.pointee.send(now: now, resendable: actives[a].io.command?.resendable ?? true)
             parts[slot] = FramePart(active: a, offsetSectors: offset, sectors: count)
             build(slot: slot, tag: tag)
             queue(pool.frame(slot).with(length: frameLength(slot)))
@@ -240,14 +264,19 @@ public final class BlockIOEngine {
         let part = parts[slot]
         let io = actives[part.active].io
         let frame = pool.frame(slot)
-        let lba = io.lba + UInt64(part.offsetSectors)
-        let lba48 = lba + UInt64(part.sectors) > 0x0FFF_FFFF
-        let command: ATACommand = io.isWrite ? (lba48 ? .writeSectorsExt : .writeSectors) : (lba48 ? .readSectorsExt : .readSectors)
         retag(slot: slot, tag: tag)
-        var flags: ATAArgFlags = lba48 ? .extended : []
-        if io.isWrite { flags.insert(.write) }
-        ATAHeader(flags: flags, sectorCount: UInt8(part.sectors), cmdStatus: command.rawValue, lba: lba48 ? lba : lba | 0xE000_0000)
-            .write(to: frame.buffer)
+        if var task = io.command?.task {
+            if io.isWrite { task.flags.insert(.write) } else { task.flags.remove(.write) }
+            task.write(to: frame.buffer)
+        } else {
+            let lba = io.lba + UInt64(part.offsetSectors)
+            let lba48 = lba + UInt64(part.sectors) > 0x0FFF_FFFF
+            let command: ATACommand = io.isWrite ? (lba48 ? .writeSectorsExt : .writeSectors) : (lba48 ? .readSectorsExt : .readSectors)
+            var flags: ATAArgFlags = lba48 ? .extended : []
+            if io.isWrite { flags.insert(.write) }
+            ATAHeader(flags: flags, sectorCount: UInt8(part.sectors), cmdStatus: command.rawValue, lba: lba48 ? lba : lba | 0xE000_0000)
+                .write(to: frame.buffer)
+        }
         let bytes = part.sectors * AoELayout.sectorSize
         if io.isWrite {
             frame.payload(count: bytes).copyMemory(from: UnsafeRawBufferPointer(start: io.buffer + part.offsetSectors * AoELayout.sectorSize, count: bytes))
@@ -300,7 +329,17 @@ public final class BlockIOEngine {
             actives[a].error = actives[a].error ?? .aoe(header.error, target: "e\(target.address)")
         } else if let ata = ATAHeader(parsing: bytes) {
             let status = ATAStatus(rawValue: ata.cmdStatus)
-            if status.indicatesFailure {
+            if actives[a].io.command != nil {
+                actives[a].reply = ata
+                if !status.indicatesFailure && !actives[a].io.isWrite && part.sectors > 0 {
+                    let want = part.sectors * AoELayout.sectorSize
+                    if bytes.count - AoELayout.ataHeaderSize < want {
+                        actives[a].error = actives[a].error ?? .shortReply(expected: want, got: bytes.count - AoELayout.ataHeaderSize)
+                    } else {
+                        actives[a].io.buffer.copyMemory(from: bytes.baseAddress! + AoELayout.ataHeaderSize, byteCount: want)
+                    }
+                }
+            } else if status.indicatesFailure {
                 actives[a].error = actives[a].error ?? .ataFailed(status: ata.cmdStatus, error: ata.errFeature, lba: actives[a].io.lba + UInt64(part.offsetSectors))
             } else if !actives[a].io.isWrite {
                 let want = part.sectors * AoELayout.sectorSize
@@ -324,7 +363,9 @@ public final class BlockIOEngine {
         freeActives[freeActiveCount] = a
         freeActiveCount += 1
         activeCount -= 1
-        source.completed(actives[a].io, error: actives[a].error, latencyNanoseconds: latency)
+        var io = actives[a].io
+        io.command?.reply = actives[a].reply
+        source.completed(io, error: actives[a].error, latencyNanoseconds: latency)
     }
 
     private func tick(now: Double, source: BlockIOSource) throws(ClientError) {

@@ -1,8 +1,11 @@
-/// One contiguous read or write as an I/O source: the engine pipelines its frames across the window.
+/// One contiguous read or write (or one ATA command) as an I/O source: the engine pipelines its frames
+/// across the window.
 public final class SingleTransfer: BlockIOSource {
     private var io: BlockIO?
     private var done = false
     public private(set) var error: ClientError?
+    /// The I/O as it completed: for a command, with its reply registers.
+    public private(set) var result: BlockIO?
 
     public init(_ io: BlockIO) { self.io = io }
 
@@ -13,6 +16,7 @@ public final class SingleTransfer: BlockIOSource {
 
     public func completed(_ io: BlockIO, error: ClientError?, latencyNanoseconds: UInt64) {
         self.error = error
+        result = io
         done = true
     }
 

@@ -12,6 +12,8 @@ public struct TagTable: Sendable {
         case free
         /// Sent (attempt n, n >= 1) at `sentAt` (seconds) with `tag`.
         case inFlight(tag: UInt32, sentAt: Double, firstSentAt: Double, attempts: Int)
+        /// Sent once, never resent (a command that must not run twice): fails at the deadline unanswered.
+        case sentOnce(tag: UInt32, sentAt: Double)
     }
 
     public enum ResponseOutcome: Hashable, Sendable {
@@ -83,12 +85,13 @@ public struct TagTable: Sendable {
         return 0x8000_0000 | generation << 16 | UInt32(slot)
     }
 
-    /// Takes a free slot and its first tag. Call only when `canSend`.
-    public mutating func send(now: Double) -> (slot: Int, tag: UInt32) {
+    /// Takes a free slot and its first tag. Call only when `canSend`. A frame that is not `resendable` is
+    /// sent once and fails at the deadline when unanswered.
+    public mutating func send(now: Double, resendable: Bool = true) -> (slot: Int, tag: UInt32) {
         precondition(canSend, "send beyond the window")
         let slot = freeList.removeLast()
         let tag = nextTag(slot: slot)
-        slots[slot] = .inFlight(tag: tag, sentAt: now, firstSentAt: now, attempts: 1)
+        slots[slot] = resendable ? .inFlight(tag: tag, sentAt: now, firstSentAt: now, attempts: 1) : .sentOnce(tag: tag, sentAt: now)
         inFlight += 1
         return (slot, tag)
     }
@@ -97,6 +100,10 @@ public struct TagTable: Sendable {
         guard tag & 0x8000_0000 != 0 else { return .unknown }
         let slot = Int(tag & 0xFFFF)
         guard slot < slots.count else { return .unknown }
+        if case .sentOnce(let current, let sentAt) = slots[slot], current == tag {
+            release(slot)
+            return .complete(slot: slot, rtt: now - sentAt)
+        }
         guard case .inFlight(let current, let sentAt, _, let attempts) = slots[slot], current == tag else {
             lateResponses += 1
             // The answer to an earlier attempt of a frame still in flight: it was resent because the target
@@ -143,6 +150,11 @@ public struct TagTable: Sendable {
         let rto = retransmitTimeout
         var timedOut = 0
         for slot in slots.indices {
+            if case .sentOnce(_, let sentAt) = slots[slot], now - sentAt >= deadline {
+                release(slot)
+                actions.append(.fail(slot: slot))
+                continue
+            }
             guard case .inFlight(_, let sentAt, let firstSentAt, let attempts) = slots[slot] else { continue }
             // Each further attempt waits longer (exponential backoff), as TCP does.
             let limit = rto * Double(1 << min(attempts - 1, 6))

@@ -138,3 +138,38 @@ int CLinuxShims_epollWaitReadable(int epfd, long long timeoutNanoseconds) {
 int CLinuxShims_logicalBlockSize(int fd, int *bytes) {
     return ioctl(fd, BLKSSZGET, bytes);
 }
+
+// <linux/uio.h> defines struct iovec again, after <sys/uio.h> did: its guard keeps the libc one, the same layout.
+#include <linux/types.h>
+#define __LINUX_UIO_H
+#define UIO_MAXIOV 1024
+#include <linux/target_core_user.h>
+void CLinuxShims_tcmuLayout(CLinuxShims_TCMULayout *l) {
+    l->mailboxVersion = offsetof(struct tcmu_mailbox, version);
+    l->mailboxFlags = offsetof(struct tcmu_mailbox, flags);
+    l->mailboxCommandRingOffset = offsetof(struct tcmu_mailbox, cmdr_off);
+    l->mailboxCommandRingSize = offsetof(struct tcmu_mailbox, cmdr_size);
+    l->mailboxHead = offsetof(struct tcmu_mailbox, cmd_head);
+    l->mailboxTail = offsetof(struct tcmu_mailbox, cmd_tail);
+    l->entryLengthOp = offsetof(struct tcmu_cmd_entry, hdr.len_op);
+    l->entryCommandID = offsetof(struct tcmu_cmd_entry, hdr.cmd_id);
+    l->entryKernelFlags = offsetof(struct tcmu_cmd_entry, hdr.kflags);
+    l->entryUserFlags = offsetof(struct tcmu_cmd_entry, hdr.uflags);
+    l->requestIOVCount = offsetof(struct tcmu_cmd_entry, req.iov_cnt);
+    l->requestBidiIOVCount = offsetof(struct tcmu_cmd_entry, req.iov_bidi_cnt);
+    l->requestDIFIOVCount = offsetof(struct tcmu_cmd_entry, req.iov_dif_cnt);
+    l->requestCDBOffset = offsetof(struct tcmu_cmd_entry, req.cdb_off);
+    l->requestIOVs = offsetof(struct tcmu_cmd_entry, req.iov);
+    l->iovSize = sizeof(struct iovec);
+    l->responseStatus = offsetof(struct tcmu_cmd_entry, rsp.scsi_status);
+    l->responseReadLength = offsetof(struct tcmu_cmd_entry, rsp.read_len);
+    l->responseSense = offsetof(struct tcmu_cmd_entry, rsp.sense_buffer);
+    l->senseSize = TCMU_SENSE_BUFFERSIZE;
+    l->opMask = TCMU_OP_MASK;
+    l->opPad = TCMU_OP_PAD;
+    l->opCommand = TCMU_OP_CMD;
+    l->opTaskManagement = TCMU_OP_TMR;
+    l->userFlagUnknownOp = TCMU_UFLAG_UNKNOWN_OP;
+    l->userFlagReadLength = TCMU_UFLAG_READ_LEN;
+    l->mailboxCapReadLength = TCMU_MAILBOX_FLAG_CAP_READ_LEN;
+}

@@ -159,6 +159,59 @@ final class InitiatorTests: XCTestCase {
 }
 
 /// Serves `inner` shifted by `shift` sectors: a deliberately wrong target.
+extension InitiatorTests {
+    /// Runs one ATA command through the engine; the completed I/O (reply registers) and its error.
+    func command(_ client: AoEClient, _ info: TargetInfo, _ task: ATAHeader, sectors: Int = 0, isWrite: Bool = false,
+                 buffer: UnsafeMutableRawPointer, resendable: Bool = true, deadline: Double = 15) throws -> SingleTransfer {
+        let engine = BlockIOEngine(link: client.link, target: info, queueDepth: 1, deadlineSeconds: deadline)
+        let source = SingleTransfer(BlockIO(command: task, sectors: sectors, isWrite: isWrite, buffer: buffer, id: 5, resendable: resendable))
+        try engine.run(source)
+        return source
+    }
+
+    func testACommandReturnsTheTargetsRegistersAndData() throws {
+        let (client, info) = try connect(MemoryDevice(sectors: 4096))
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 8)
+        defer { buffer.deallocate() }
+        let identify = try command(client, info, ATAHeader(sectorCount: 1, cmdStatus: 0xEC, lba: 0xA000_0000), sectors: 1, buffer: buffer)
+        XCTAssertNil(identify.error)
+        XCTAssertEqual(identify.result?.command?.reply?.cmdStatus, ATAStatus.ok.rawValue)
+        let page = try client.identify(info)
+        XCTAssertEqual(Array(UnsafeRawBufferPointer(start: buffer, count: 512)), page.bytes)
+        // An ATA error is an answer, not a failure: its registers come back (IDNF past the end).
+        let past = try command(client, info, ATAHeader(flags: .extended, sectorCount: 1, cmdStatus: 0x24, lba: 5000), sectors: 1, buffer: buffer)
+        XCTAssertNil(past.error)
+        XCTAssertEqual(past.result?.command?.reply?.cmdStatus, 0x51)
+        XCTAssertEqual(past.result?.command?.reply?.errFeature, 0x10)
+        // Data out with a command: WRITE SECTORS EXT of one sector lands.
+        let device = MemoryDevice(sectors: 64)
+        stop.flag.store(true, ordering: .relaxed)
+        wait(for: [done!], timeout: 5)
+        stop = StopBox()
+        let (client2, info2) = try connect(device)
+        UnsafeMutableRawBufferPointer(start: buffer, count: 512).copyBytes(from: (0..<512).map { UInt8(truncatingIfNeeded: $0 * 3) })
+        let write = try command(client2, info2, ATAHeader(flags: .extended, sectorCount: 1, cmdStatus: 0x34, lba: 9), sectors: 1, isWrite: true, buffer: buffer)
+        XCTAssertNil(write.error)
+        XCTAssertEqual(device.contents(lba: 9, count: 1), (0..<512).map { UInt8(truncatingIfNeeded: $0 * 3) })
+    }
+
+    func testACommandThatMustNotRunTwiceIsSentOnceAndFailsAtTheDeadline() throws {
+        let wire = FaultyWire()
+        let (client, info) = try connect(MemoryDevice(sectors: 64), wire: wire)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 8)
+        defer { buffer.deallocate() }
+        wire.dropEvery = 1   // nothing gets through any more
+        let before = wire.lock.withLock { wire.count }
+        let once = try command(client, info, ATAHeader(cmdStatus: 0xE5, lba: 0xA000_0000), buffer: buffer, resendable: false, deadline: 0.3)
+        XCTAssertEqual(once.error, .noReply(target: "e1.1 (\(info.mac))", seconds: 0.3))
+        XCTAssertEqual(wire.lock.withLock { wire.count } - before, 1, "sent exactly once")
+        // Control: the same command when resendable is sent again and again until the deadline.
+        let again = try command(client, info, ATAHeader(cmdStatus: 0xE5, lba: 0xA000_0000), buffer: buffer, resendable: true, deadline: 0.3)
+        XCTAssertNotNil(again.error)
+        XCTAssertGreaterThan(wire.lock.withLock { wire.count } - before - 1, 1)
+    }
+}
+
 final class ShiftedDevice: BlockDevice, @unchecked Sendable {
     let inner: MemoryDevice
     let shift: UInt64

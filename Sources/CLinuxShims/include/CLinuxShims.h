@@ -80,4 +80,20 @@ int CLinuxShims_epollWaitReadable(int epfd, long long timeoutNanoseconds);
 /// ioctl(BLKSSZGET): a block device's logical sector size, the unit O_DIRECT transfers must be aligned to.
 int CLinuxShims_logicalBlockSize(int fd, int *bytes);
 
+/// Where the fields of the TCMU ring (<linux/target_core_user.h>) sit: offsetof() of the packed UAPI structs,
+/// which Swift cannot import (packed, a union, a flexible array). Byte offsets from the start of each struct.
+typedef struct CLinuxShims_TCMULayout {
+    uint32_t mailboxVersion, mailboxFlags, mailboxCommandRingOffset, mailboxCommandRingSize, mailboxHead, mailboxTail;
+    uint32_t entryLengthOp, entryCommandID, entryKernelFlags, entryUserFlags;
+    uint32_t requestIOVCount, requestBidiIOVCount, requestDIFIOVCount, requestCDBOffset, requestIOVs, iovSize;
+    uint32_t responseStatus, responseReadLength, responseSense, senseSize;
+    uint32_t opMask, opPad, opCommand, opTaskManagement, userFlagUnknownOp, userFlagReadLength, mailboxCapReadLength;
+} CLinuxShims_TCMULayout;
+void CLinuxShims_tcmuLayout(CLinuxShims_TCMULayout *layout);
+
+/// Acquire load and release store of a 32-bit word shared with the kernel (the TCMU mailbox's head and tail):
+/// the entries a head covers are read after it, and a response is written before its tail.
+static inline uint32_t CLinuxShims_loadAcquire32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void CLinuxShims_storeRelease32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
 #endif
