@@ -31,6 +31,8 @@ let package = Package(
         .target(name: "RBDDevice", dependencies: ["BlockDevices", "LinuxSystem", "CRBD"]),
         // The kernel's TCMU ring and the configfs objects of a tcm_loop disk: the I/O edge of `aoectl attach`.
         .target(name: "TCMU", dependencies: ["LinuxSystem", "CLinuxShims"]),
+        // aoectl attach: SCSI commands from the TCMU ring answered over AoE.
+        .target(name: "DiskAttach", dependencies: ["TCMU", "SCSIEmulation", "AoEInitiator", "ATACore", "AoEWire"]),
         .target(name: "PacketTransport", dependencies: ["AoEWire", "LinuxSystem", "CLinuxShims", "CPcap"]),
         .target(name: "AoETarget", dependencies: [
             "AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",
@@ -57,7 +59,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "aoectl", dependencies: [
-            "AoEInitiator", "ATACore", "AoEWire", "PacketTransport", "LinuxSystem",
+            "AoEInitiator", "DiskAttach", "SCSIEmulation", "TCMU", "ATACore", "AoEWire", "PacketTransport", "LinuxSystem",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Histogram", package: "hdrhistogram-swift"),
         ]),

@@ -71,7 +71,7 @@ FUZZ_SECONDS=60 run_script Tests/fuzz/run.sh
 # Ceph RBD exports and failover, each on a one-node cluster of its own (about 12 s to start).
 for script in Tests/rbd/test-*.sh; do [ -e "$script" ] && run_script "$script"; done
 
-interop=(Tests/interop/test-*.sh Tests/passthrough/test-*.sh Tests/blockdev/test-*.sh)
+interop=(Tests/interop/test-*.sh Tests/passthrough/test-*.sh Tests/blockdev/test-*.sh Tests/attach/test-*.sh)
 if [ "${AOE_SKIP_INTEROP:-}" != "1" ]; then
     for script in "${interop[@]}"; do [ -e "$script" ] && run_script "$script"; done
 else

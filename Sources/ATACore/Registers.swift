@@ -102,3 +102,19 @@ public struct TaskFile: Hashable, Sendable {
     /// Number of sectors a data command moves: 0 means 256 in the 8-bit count field (ACS-3 7.22.3.2).
     public var sectorCount: Int { count == 0 ? 256 : Int(count) }
 }
+
+extension ATACommand {
+    /// Whether a second run of the command leaves the drive as one run does, so that a retransmission may
+    /// repeat it: reads, writes of the same data, IDENTIFY, CHECK POWER MODE, FLUSH CACHE and the SMART
+    /// reads (READ DATA D0h, READ THRESHOLDS D1h, READ LOG D5h, RETURN STATUS DAh, by the Feature register).
+    /// Anything else (SECURITY, DOWNLOAD MICROCODE, SET FEATURES, SMART EXECUTE OFFLINE, ...) may act twice.
+    public func isSafeToRepeat(feature: UInt8) -> Bool {
+        switch rawValue {
+        case 0x20, 0x21, 0x24, 0x25, 0x29, 0x2F, 0x40, 0x41, 0x42, 0x47, 0xC4, 0xC8, 0xC9: true   // reads, READ LOG (DMA) EXT, verifies
+        case 0x30, 0x31, 0x34, 0x35, 0x39, 0x3D, 0xC5, 0xCA, 0xCB, 0xCE: true                     // writes
+        case 0xEC, 0xA1, 0xE5, 0x98, 0xE7, 0xEA: true            // IDENTIFY (PACKET) DEVICE, CHECK POWER MODE, FLUSH CACHE (EXT)
+        case 0xB0: [0xD0, 0xD1, 0xD5, 0xDA].contains(feature)
+        default: false
+        }
+    }
+}

@@ -136,7 +136,8 @@ public final class LoopbackDisk {
 
     /// Creates and enables the TCMU backstore (`sectors` of 512 bytes, at most `maxSectors` per command)
     /// and maps its ring.
-    public func open(sectors: UInt64, maxSectors: Int) throws(LoopbackDiskError) {
+    /// `commandTimeoutSeconds`: how long the kernel lets a command sit on the ring before it fails it.
+    public func open(sectors: UInt64, maxSectors: Int, commandTimeoutSeconds: Int) throws(LoopbackDiskError) {
         try Self.checkPrerequisites()
         guard !SysFS.exists(names.deviceDirectory) && !SysFS.exists(names.wwnDirectory) else {
             throw .alreadyAttached("e\(names.shelf).\(names.slot)")
@@ -145,6 +146,7 @@ public final class LoopbackDisk {
         try SysFS.makeDirectory(names.deviceDirectory)
         try SysFS.write("\(names.deviceDirectory)/control",
                         "dev_config=\(names.deviceConfig),dev_size=\(sectors * 512),hw_block_size=512,hw_max_sectors=\(maxSectors)")
+        try SysFS.write("\(names.deviceDirectory)/attrib/cmd_time_out", "\(commandTimeoutSeconds)")
         try SysFS.write("\(names.deviceDirectory)/enable", "1")
         let uio = try findUIO()
         let fd = Glibc.open("/dev/\(uio)", O_RDWR | O_CLOEXEC)
@@ -248,6 +250,11 @@ public final class LoopbackDisk {
         guard geteuid() == 0 else { throw .notRoot }
         guard SysFS.exists(names.wwnDirectory) || SysFS.exists(names.hbaDirectory) else {
             throw .notAttached("e\(names.shelf).\(names.slot)")
+        }
+        // Nobody serves the ring any more: a SCSI disk still there would wait out the kernel's command timeout
+        // on the SYNCHRONIZE CACHE its removal sends. Offline, it fails that at once.
+        if let address = SysFS.read("\(names.tpgDirectory)/address") {
+            try? SysFS.write("/sys/bus/scsi/devices/\(address):0/state", "offline")
         }
         try removeLUN(names)
         try removeBackstore(names)

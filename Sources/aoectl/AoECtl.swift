@@ -15,7 +15,7 @@ struct AoECtl: ParsableCommand {
         CAP_NET_RAW. Tags carry bit 31, so a Linux aoe initiator on the same host ignores our traffic.
         """,
         subcommands: [Discover.self, Identify.self, Smart.self, ATA.self, Read.self, Write.self,
-                      Config.self, Mask.self, Reserve.self, Bench.self])
+                      Config.self, Mask.self, Reserve.self, Bench.self, Attach.self, Detach.self])
 }
 
 struct Discover: ParsableCommand {
