@@ -4,7 +4,7 @@ import ATACore
 extension IdentifyPage {
     /// An ATA string as stored (first character of each pair in the high byte), padding and all.
     func ataString(word first: Int, words count: Int) -> [UInt8] {
-        (first..<(first + count)).flatMap { [UInt8($0 >> 8 & 0xFF), UInt8(truncatingIfNeeded: words[$0])] }
+        (first..<(first + count)).flatMap { [UInt8(words[$0] >> 8), UInt8(truncatingIfNeeded: words[$0])] }
     }
 
     var serialField: [UInt8] { ataString(word: 10, words: 10) }

@@ -146,7 +146,9 @@ public struct SCSIDisk: Hashable, Sendable {
     /// table 103 and libata do. The error's LBA registers become the INFORMATION field for reads and writes.
     public func failedTransferResult(_ operation: BlockOperation, registers: ATAHeader) -> SCSIResult {
         let error = ATAErrorRegister(rawValue: registers.errFeature)
-        let failedLBA = operation == .synchronizeCache ? nil : Optional(registers.lba)
+        // 28-bit registers carry the Device register in LBA3; only 27:0 is the address.
+        let address = registers.flags.contains(.extended) ? registers.lba : registers.lba & 0x0FFF_FFFF
+        let failedLBA = operation == .synchronizeCache ? nil : Optional(address)
         if error.contains(.uncorrectable) {
             let sense: AdditionalSense = operation == .read ? .unrecoveredReadError : .writeErrorAutoReallocationFailed
             return .checkCondition(.mediumError, sense, information: failedLBA)
