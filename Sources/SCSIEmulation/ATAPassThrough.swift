@@ -4,7 +4,8 @@ import AoEWire
 /// One ATA command decoded from ATA PASS-THROUGH (12) A1h or (16) 85h (SAT-3 12.2.2, 12.2.3), ready to go out as
 /// one AoE ATA command.
 public struct ATAPassThroughRequest: Hashable, Sendable {
-    public enum Direction: Hashable, Sendable { case none, fromDevice, toDevice }
+    /// The same vocabulary as the target's pass-through: none, fromDevice (data-in), toDevice (data-out).
+    public typealias Direction = PassThroughCommand.Direction
 
     /// The AoE ATA argument: command, feature 7:0, count 7:0, LBA (LBA3 = Device register unless extended),
     /// E flag for EXTEND, W flag for data-out.

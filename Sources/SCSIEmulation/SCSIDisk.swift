@@ -3,6 +3,13 @@ import AoEWire
 
 /// An SPC-4/SBC-3 direct-access disk backed by one remote ATA drive: CDB in, action out; ATA result in, SCSI
 /// status and sense out. Pure: the caller moves the data and talks to the drive.
+///
+/// Answered here: TEST UNIT READY, START STOP UNIT, REQUEST SENSE (no sense pending), INQUIRY (standard; VPD 00h,
+/// 80h, 83h, 89h, B0h, B1h), MODE SENSE (6)/(10) (08h, 0Ah, 1Ch, 3Fh), READ CAPACITY (10)/(16), REPORT LUNS,
+/// VERIFY (10)/(16) (a range check). Passed on: READ/WRITE (6/10/12/16) as `.read`/`.write`, SYNCHRONIZE CACHE
+/// (10)/(16) as `.synchronizeCache`, ATA PASS-THROUGH (12)/(16) as `.ataPassThrough`. Anything else is ILLEGAL
+/// REQUEST, INVALID COMMAND OPERATION CODE. Errors raised here use fixed-format sense; pass-through completions
+/// use descriptor format, the only one with room for all the ATA registers.
 public struct SCSIDisk: Hashable, Sendable {
     public var drive: DriveDescription
 
