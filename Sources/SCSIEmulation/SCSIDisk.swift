@@ -189,9 +189,10 @@ public struct SCSIDisk: Hashable, Sendable {
             : .read(lba: lba, sectors: Int(blocks))
     }
 
+    /// SBC-3: the LBA must name a block (even when no block moves) and the range must end by the last one.
     private func rangeRefusal(lba: UInt64, blocks: UInt64) -> SCSIRefusal? {
         let (end, overflow) = lba.addingReportingOverflow(blocks)
-        guard overflow || end > drive.capacitySectors else { return nil }
+        guard overflow || lba >= drive.capacitySectors || end > drive.capacitySectors else { return nil }
         return .logicalBlockAddressOutOfRange(lba: lba, blocks: blocks)
     }
 

@@ -53,6 +53,9 @@ final class BlockCommandTests: XCTestCase {
     func testZeroLengthTransferIsGoodWithoutTouchingTheDrive() {
         XCTAssertEqual(action([0x28, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00]), .respond(.good()))
         XCTAssertEqual(action([0x8A, 0x00, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0]), .respond(.good()))
+        // ...but still with an LBA on the medium.
+        XCTAssertEqual(action([0x28, 0x00, 0x3B, 0x9E, 0x12, 0xB0, 0x00, 0x00, 0x00, 0x00]),
+                       .respond(.refused(.logicalBlockAddressOutOfRange(lba: 0x3B9E_12B0, blocks: 0))))
     }
 
     func testTransferLengthThatDisagreesWithTheKernelsBufferIsRefused() {
@@ -83,8 +86,10 @@ final class BlockCommandTests: XCTestCase {
     func testSynchronizeCache10And16() {
         XCTAssertEqual(action([0x35, 0x00, 0, 0, 0, 0, 0, 0, 0, 0]), .synchronizeCache)
         XCTAssertEqual(action([0x91, 0x00, 0, 0, 0, 0, 0, 0, 0x10, 0x00, 0, 0, 0x01, 0x00, 0, 0]), .synchronizeCache)
-        assertRefused(respond(disk, [0x91, 0x00, 0, 0, 0, 0, 0x3B, 0x9E, 0x12, 0xB1, 0, 0, 0, 0, 0, 0]),
-                      .logicalBlockAddressOutOfRange(lba: 0x3B9E_12B1, blocks: 0), sense: outOfRange)
+        // NUMBER OF BLOCKS 0 is "to the end", but the LBA must still name a block: 3B9E12B0h is one past the last.
+        assertRefused(respond(disk, [0x91, 0x00, 0, 0, 0, 0, 0x3B, 0x9E, 0x12, 0xB0, 0, 0, 0, 0, 0, 0]),
+                      .logicalBlockAddressOutOfRange(lba: 0x3B9E_12B0, blocks: 0), sense: outOfRange)
+        XCTAssertEqual(action([0x91, 0x00, 0, 0, 0, 0, 0x3B, 0x9E, 0x12, 0xAF, 0, 0, 0, 0, 0, 0]), .synchronizeCache)
     }
 
     func testTestUnitReadyStartStopUnitAndReportLUNs() {
