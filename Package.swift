@@ -24,6 +24,8 @@ let package = Package(
         .systemLibrary(name: "CPcap", pkgConfig: "libpcap", providers: [.apt(["libpcap-dev"])]),
         .target(name: "AoEWire"),
         .target(name: "ATACore", dependencies: ["AoEWire"]),
+        // SCSI disk emulation for a TCMU-backed local disk: CDB in, action out; ATA result in, SCSI status/sense out.
+        .target(name: "SCSIEmulation", dependencies: ["ATACore", "AoEWire"]),
         .target(name: "LinuxSystem", dependencies: ["CLinuxShims", "CIOUring"]),
         .target(name: "BlockDevices", dependencies: ["ATACore", "LinuxSystem", "CLinuxShims"]),
         // Ceph RBD images: one more device with its own queue. librbd and librados are loaded when an rbd: export
@@ -70,6 +72,7 @@ let package = Package(
         .target(name: "AoETestSupport", path: "Tests/AoETestSupport"),
         .testTarget(name: "AoEWireTests", dependencies: ["AoEWire"]),
         .testTarget(name: "ATACoreTests", dependencies: ["ATACore", "AoEWire"]),
+        .testTarget(name: "SCSIEmulationTests", dependencies: ["SCSIEmulation", "ATACore", "AoEWire"]),
         .testTarget(name: "BlockDevicesTests", dependencies: ["BlockDevices", "ATACore", "LinuxSystem"]),
         .testTarget(name: "TCMUTests", dependencies: ["TCMU", "CLinuxShims"]),
         .testTarget(name: "RBDDeviceTests", dependencies: ["RBDDevice", "BlockDevices"]),
