@@ -130,7 +130,7 @@ public final class TCMUBridge: BlockIOSource {
         case .respond(let result):
             if let refusal = result.refusal {
                 counters.refused += 1
-                log("aoectl attach: refused CDB \(hexBytes(command.cdb.prefix(SCSIDisk.cdbLength(command.cdb.first ?? 0xFF))) ): \(refusal)")
+                log("aoectl attach: refused CDB \(hexBytes(command.cdb.prefix(max(6, SCSIDisk.cdbLength(command.cdb.first ?? 0xFF))))): \(refusal)")
             }
             finish(slot: slot, id: command.id, result, buffers: command.buffers)
         case .read(let lba, let sectors):
@@ -241,11 +241,15 @@ public final class TCMUBridge: BlockIOSource {
             let n = result.dataIn.withUnsafeBytes { scatter($0, into: buffers) }
             if ring.acceptsReadLength { readLength = n }
         }
-        do {
-            try result.sense.withUnsafeBytes { try ring.complete(slot: slot, id: id, status: result.status.rawValue, sense: $0, readLength: readLength) }
-        } catch {
-            ringError = error
-            log("aoectl attach: \(error)")
+        let failed: TCMURing.RingError? = result.sense.withUnsafeBytes { sense in
+            do throws(TCMURing.RingError) {
+                try ring.complete(slot: slot, id: id, status: result.status.rawValue, sense: sense, readLength: readLength)
+                return nil
+            } catch { return error }
+        }
+        if let failed {
+            ringError = failed
+            log("aoectl attach: \(failed)")
         }
         taken -= 1
     }

@@ -46,13 +46,35 @@ public struct SCSIDisk: Hashable, Sendable {
     static let readCapacity16ServiceAction: UInt8 = 0x10
 
     /// CDB length by group code (SPC-4 4.2.5.1): bits 7:5 of the opcode.
-    static func cdbLength(_ opcode: UInt8) -> Int {
+    public static func cdbLength(_ opcode: UInt8) -> Int {
         switch opcode >> 5 {
         case 0: 6
         case 1, 2: 10
         case 4: 16
         case 5: 12
         default: 0  // 3 is reserved / variable length, 6 and 7 vendor-specific: never emulated
+        }
+    }
+
+    /// What to do for one CDB whose buffer the kernel gave without a direction (TCMU): `dataLength` bytes,
+    /// data-out for the commands that send data (WRITE, and ATA PASS-THROUGH with T_DIR 0 and a data
+    /// protocol), data-in for every other.
+    public func action(forCDB cdbBytes: some Collection<UInt8>, dataLength: Int) -> SCSIAction {
+        let cdb = Array(cdbBytes)
+        let out = Self.sendsData(cdb)
+        return action(forCDB: cdb, dataOutLength: out ? dataLength : 0, dataInLength: out ? 0 : dataLength)
+    }
+
+    /// Whether the command carries data to the device.
+    static func sendsData(_ cdb: [UInt8]) -> Bool {
+        guard let opcode = cdb.first else { return false }
+        switch opcode {
+        case Opcode.write6, Opcode.write10, Opcode.write12, Opcode.write16: return true
+        case Opcode.ataPassThrough12, Opcode.ataPassThrough16:
+            guard cdb.count >= 3 else { return false }
+            let protocolField = (cdb[1] >> 1) & 0x0F
+            return protocolField != 3 && cdb[2] & 0x03 != 0 && cdb[2] & 0x08 == 0
+        default: return false
         }
     }
 

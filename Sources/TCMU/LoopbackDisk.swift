@@ -142,6 +142,14 @@ public final class LoopbackDisk {
         guard !SysFS.exists(names.deviceDirectory) && !SysFS.exists(names.wwnDirectory) else {
             throw .alreadyAttached("e\(names.shelf).\(names.slot)")
         }
+        // What a failed step made is removed again: a second try must not find it "attached already".
+        do { try create(sectors: sectors, maxSectors: maxSectors, commandTimeoutSeconds: commandTimeoutSeconds) } catch {
+            try? close()
+            throw error
+        }
+    }
+
+    private func create(sectors: UInt64, maxSectors: Int, commandTimeoutSeconds: Int) throws(LoopbackDiskError) {
         try SysFS.makeDirectory(names.hbaDirectory)
         try SysFS.makeDirectory(names.deviceDirectory)
         try SysFS.write("\(names.deviceDirectory)/control",

@@ -48,7 +48,7 @@ struct Attach: ParsableCommand {
         try reporting {
             guard (8...65_535).contains(maxSectors) else { throw CLIError("--max-sectors must be 8..65535") }
             guard (1...4096).contains(queueDepth) else { throw CLIError("--queue-depth must be 1..4096") }
-            do { try LoopbackDisk.checkPrerequisites() } catch { throw CLIError(error.description) }
+            do { try LoopbackDisk.checkPrerequisites() } catch { throw CLIError("\(error)") }
             var signals = sigset_t()
             sigemptyset(&signals)
             for s in [SIGINT, SIGTERM] { sigaddset(&signals, s) }
@@ -60,28 +60,27 @@ struct Attach: ParsableCommand {
                                          maxTransferSectors: maxSectors, passThroughMaxSectors: info.sectorsPerFrame)
             let disk = LoopbackDisk(names: LoopbackDiskNames(shelf: target.shelf, slot: target.slot))
             do { try disk.open(sectors: identify.sectors, maxSectors: maxSectors, commandTimeoutSeconds: Int(commandTimeout) + 10) } catch {
-                if case .alreadyAttached = error {} else { try? disk.close() }
-                throw CLIError(error.description)
+                throw CLIError("\(error)")
             }
             let ring: TCMURing
             do {
                 ring = try TCMURing(base: disk.mapping!, size: disk.mappingSize, slots: 64, maxBuffers: maxSectors / 8 + 2)
             } catch {
                 try? disk.close()
-                throw CLIError(error.description)
+                throw CLIError("\(error)")
             }
             let stop = StopFlag()
             let stopSignal = EventCounter()
-            let bridge = TCMUBridge(ring: ring, disk: SCSIDisk(drive: drive),
+            nonisolated(unsafe) let bridge = TCMUBridge(ring: ring, disk: SCSIDisk(drive: drive),
                                     announce: { disk.announceCompletions() },
                                     waitForCommands: { _ = disk.waitForCommands(seconds: $0, orStop: stopSignal.descriptor) },
                                     stopRequested: { stop.isSet },
                                     log: { FileHandle.standardError.write(Data("\($0)\n".utf8)) })
-            let engine = BlockIOEngine(link: client.link, target: info, queueDepth: queueDepth, maxAttempts: 1000, deadlineSeconds: commandTimeout)
+            nonisolated(unsafe) let engine = BlockIOEngine(link: client.link, target: info, queueDepth: queueDepth, maxAttempts: 1000, deadlineSeconds: commandTimeout)
             let served = DispatchSemaphore(value: 0)
             nonisolated(unsafe) var engineError: ClientError? = nil
             let thread = Thread {
-                do { try engine.run(bridge) } catch { engineError = error }
+                do throws(ClientError) { try engine.run(bridge) } catch { engineError = error }
                 served.signal()
             }
             thread.start()
@@ -95,15 +94,18 @@ struct Attach: ParsableCommand {
             let devices: (block: String, generic: String)
             do { devices = try disk.addLUN() } catch {
                 shutDown()
-                throw CLIError(error.description)
+                throw CLIError("\(error)")
             }
+            // Written at once, unbuffered: a script waiting for the line sees it while we serve.
+            let line: String
             if connection.json {
-                printJSON(["block_device": devices.block, "generic_device": devices.generic, "target": "e\(target)",
-                           "target_mac": "\(info.mac)", "sectors": Int(identify.sectors)])
+                let object: [String: Any] = ["block_device": devices.block, "generic_device": devices.generic, "target": "e\(target)",
+                                             "target_mac": "\(info.mac)", "sectors": Int(identify.sectors)]
+                line = String(decoding: try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
             } else {
-                print("e\(target) (\(identify.model), \(identify.sectors) sectors, \(info.mac)) attached as \(devices.block) and \(devices.generic)")
+                line = "e\(target) (\(identify.model), \(identify.sectors) sectors, \(info.mac)) attached as \(devices.block) and \(devices.generic)"
             }
-            fflush(stdout)
+            FileHandle.standardOutput.write(Data((line + "\n").utf8))
             var received: Int32 = 0
             var set = signals
             while sigwait(&set, &received) != 0 {}
@@ -124,7 +126,7 @@ struct Detach: ParsableCommand {
 
     func run() throws {
         try reporting {
-            do { try LoopbackDisk.detach(LoopbackDiskNames(shelf: target.shelf, slot: target.slot)) } catch { throw CLIError(error.description) }
+            do { try LoopbackDisk.detach(LoopbackDiskNames(shelf: target.shelf, slot: target.slot)) } catch { throw CLIError("\(error)") }
             print("detached e\(target)")
         }
     }

@@ -200,3 +200,18 @@ final class FailedTransferTests: XCTestCase {
                        SCSIResult(status: .checkCondition, sense: Fixture.fixedSense(key: 0x0B, asc: 0x08, ascq: 0x00)))
     }
 }
+
+/// TCMU gives one buffer and no direction: the disk takes it from the CDB.
+final class DirectionFromCDBTests: XCTestCase {
+    func testWritesAndDataOutPassThroughSendTheBufferEverythingElseReceivesIt() {
+        XCTAssertTrue(SCSIDisk.sendsData([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0]))
+        XCTAssertTrue(SCSIDisk.sendsData([0x0A, 0, 0, 0, 1, 0]))
+        XCTAssertFalse(SCSIDisk.sendsData([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]))
+        XCTAssertFalse(SCSIDisk.sendsData([0x12, 0, 0, 0, 36, 0]))
+        // ATA PASS-THROUGH(16): PIO data-out (5), T_DIR 0, length in the sector count: out.
+        XCTAssertTrue(SCSIDisk.sendsData([0x85, 0x0A, 0x06, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x40, 0xF4, 0]))
+        // PIO data-in (4), T_DIR 1: in. Non-data (3): nothing goes out.
+        XCTAssertFalse(SCSIDisk.sendsData([0x85, 0x08, 0x0E, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x40, 0xEC, 0]))
+        XCTAssertFalse(SCSIDisk.sendsData([0x85, 0x06, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0xE5, 0]))
+    }
+}
