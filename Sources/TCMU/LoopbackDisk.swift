@@ -157,7 +157,8 @@ public final class LoopbackDisk {
         try SysFS.write("\(names.deviceDirectory)/attrib/cmd_time_out", "\(commandTimeoutSeconds)")
         try SysFS.write("\(names.deviceDirectory)/enable", "1")
         let uio = try findUIO()
-        let fd = Glibc.open("/dev/\(uio)", O_RDWR | O_CLOEXEC)
+        // Non-blocking: the wait polls it together with a stop descriptor, and reads it only to clear an event.
+        let fd = Glibc.open("/dev/\(uio)", O_RDWR | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { throw .system(SystemError(call: "open", errno: errno, context: "/dev/\(uio)")) }
         uioDescriptor = fd
         guard let sizeText = SysFS.read("/sys/class/uio/\(uio)/maps/map0/size"),
@@ -259,9 +260,12 @@ public final class LoopbackDisk {
         guard SysFS.exists(names.wwnDirectory) || SysFS.exists(names.hbaDirectory) else {
             throw .notAttached("e\(names.shelf).\(names.slot)")
         }
-        // Nobody serves the ring any more: a SCSI disk still there would wait out the kernel's command timeout
-        // on the SYNCHRONIZE CACHE its removal sends. Offline, it fails that at once.
+        // Nobody serves the ring any more, so the SYNCHRONIZE CACHE that removing a disk with a write cache sends
+        // would wait out the kernel's command timeout, with retries (minutes). "temporary write through" changes
+        // only the kernel's idea of the cache (no MODE SELECT goes out), so none is sent; what the dead process
+        // acknowledged had reached the target already. Offline, any other command fails at once.
         if let address = SysFS.read("\(names.tpgDirectory)/address") {
+            try? SysFS.write("/sys/class/scsi_disk/\(address):0/cache_type", "temporary write through")
             try? SysFS.write("/sys/bus/scsi/devices/\(address):0/state", "offline")
         }
         try removeLUN(names)

@@ -48,6 +48,12 @@ attach() {
 detach() {
     kill -TERM $APID
     for i in $(seq 300); do kill -0 $APID 2>/dev/null || break; sleep 0.1; done
+    if kill -0 $APID 2>/dev/null; then
+        info "aoectl attach still running 30 s after SIGTERM: $(tail -3 /tmp/*.err | tr '\n' ' ')"
+        kill -KILL $APID
+        wait $APID
+        return 1
+    fi
     wait $APID
 }
 configfs_objects() { ls /sys/kernel/config/target/core 2>/dev/null | grep -c '^user_'; ls /sys/kernel/config/target/loopback 2>/dev/null | grep -c '^naa'; }
@@ -116,7 +122,7 @@ cmp -s /tmp/back.bin /test/pattern-66000.bin && bad data dd-control "the pattern
     ok data dd-control "one sector off the pattern does not match (the check can fail)"
 
 # A file system on the attached disk: mkfs, mount, a file, unmount; the host reads the file from the image.
-if mke2fs -q -F -t ext4 "$DEV" 32M >$OUT 2>&1 && mkdir -p /mnt/a && mount -t ext4 "$DEV" /mnt/a; then
+if /usr/sbin/mke2fs -q -F -t ext4 "$DEV" 32M >$OUT 2>&1 && mkdir -p /mnt/a && mount -t ext4 "$DEV" /mnt/a; then
     cp /test/file.bin /mnt/a/file.bin && sync
     umount /mnt/a && ok data mkfs "mke2fs -t ext4 + mount + file + umount on $DEV" || bad data mkfs "umount $DEV failed"
 else
@@ -143,7 +149,7 @@ detach && ok target detach "SIGTERM: aoectl attach removed $DEV and exited 0 ($(
 
 # ---------------------------------------------------------------- an image export: a file system survives detach and attach
 if attach 1.2 img; then
-    mke2fs -q -F -t ext4 "$DEV" >$OUT 2>&1 && mount -t ext4 "$DEV" /mnt/a && cp /test/file.bin /mnt/a/file.bin && umount /mnt/a &&
+    /usr/sbin/mke2fs -q -F -t ext4 "$DEV" >$OUT 2>&1 && mount -t ext4 "$DEV" /mnt/a && cp /test/file.bin /mnt/a/file.bin && umount /mnt/a &&
         ok data image-mkfs "e1.2 attached as $DEV: mkfs, mount, file, umount" || bad data image-mkfs "mkfs/mount/file on $DEV: $(head -c 300 $OUT)"
     detach
 else
@@ -158,10 +164,12 @@ if attach 1.2 img2; then
     umount /mnt/a 2>/dev/null
     # A crash: the attach process killed; `aoectl detach` removes what it left.
     kill -KILL $APID; wait $APID 2>/dev/null
+    info "after kill -9: $(ls /sys/bus/scsi/devices/ | tr '\n' ' '), tpg address $(cat /sys/kernel/config/target/loopback/naa.*/tpgt_1/address 2>&1)"
     t0=$(cut -d. -f1 /proc/uptime)
     aoectl detach 1.2 >$OUT 2>&1; rc=$?
     t1=$(cut -d. -f1 /proc/uptime)
-    [ $rc = 0 ] && [ "$(configfs_objects | tr '\n' ' ')" = "0 0 " ] &&
+    [ $((t1 - t0)) -gt 10 ] && dmesg | tail -15 | while IFS= read -r l; do info "slow detach, dmesg: $l"; done
+    [ $rc = 0 ] && [ $((t1 - t0)) -le 20 ] && [ "$(configfs_objects | tr '\n' ' ')" = "0 0 " ] &&
         ok target detach-after-crash "kill -9, then aoectl detach 1.2: exit 0 in $((t1 - t0)) s, no configfs objects left" ||
         bad target detach-after-crash "aoectl detach after kill -9: exit $rc ($(cat $OUT)), left: $(ls -R /sys/kernel/config/target 2>&1 | head -10 | tr '\n' ' ')"
     aoectl detach 1.2 >$OUT 2>&1; rc=$?
@@ -170,6 +178,27 @@ if attach 1.2 img2; then
 else
     bad target image-reattach "second aoectl attach 1.2: $(cat /tmp/img2.json /tmp/img2.err 2>/dev/null | head -c 400)"
 fi
+# ---------------------------------------------------------------- AT_BENCH=1: the attached disk against aoe.ko (not a test)
+# fio_line DEV NAME ARGS...: one fio run, its IOPS and MB/s as an INFO line.
+fio_line() {
+    local dev=$1 name=$2; shift 2
+    fio --name=$name --filename=$dev --direct=1 --ioengine=libaio --time_based --runtime=8 --ramp_time=1 \
+        --output-format=json "$@" >/tmp/fio.json 2>/tmp/fio.err
+    info "bench $name on $dev: $(jq -r '.jobs[0].read.iops + .jobs[0].write.iops | floor' /tmp/fio.json) IOPS, $(jq -r '(.jobs[0].read.bw + .jobs[0].write.bw) / 1024 | floor' /tmp/fio.json) MiB/s"
+}
+bench_all() {
+    fio_line "$1" "$2-randread-4k-qd16" --rw=randread --bs=4k --iodepth=16
+    fio_line "$1" "$2-randwrite-4k-qd16" --rw=randwrite --bs=4k --iodepth=16
+    fio_line "$1" "$2-seqread-128k-qd4" --rw=read --bs=128k --iodepth=4
+    fio_line "$1" "$2-seqwrite-128k-qd4" --rw=write --bs=128k --iodepth=4
+}
+if [ "${BENCH:-0}" = 1 ]; then
+    if attach 1.2 bench; then bench_all "$DEV" attach; detach; fi
+    insmod /lib/modules/aoe.ko aoe_iflist="$CIF" && sleep 1 && echo >/dev/etherd/discover
+    for i in $(seq 50); do [ -b /dev/etherd/e1.2 ] && break; sleep 0.2; done
+    [ -b /dev/etherd/e1.2 ] && bench_all /dev/etherd/e1.2 aoe.ko || info "bench: no /dev/etherd/e1.2"
+fi
+
 kill $T1 $T2; wait $T1 $T2 2>/dev/null
 sync
 finish

@@ -10,17 +10,20 @@
 # The host then checks the drive's trace (F4h never reached it; SMART and IDENTIFY did) and the image
 # bytes (each pattern at its LBA and not one sector off; the ext4 file, read with debugfs).
 #
-# Exit: 0 pass, 1 fail, 77 skip. Environment: AOE_BIN_DIR (default .build/debug), TIMEOUT (QEMU, 600 s),
+# Exit: 0 pass, 1 fail, 77 skip. Environment: AOE_BIN_DIR (default .build/debug), TIMEOUT (QEMU, 420 s),
 # KEEP=1 keeps the work folder (kept anyway on failure), VERBOSE=1 streams the serial console.
+# BENCH=1 (a benchmark, not a test: Benchmarks/attach.sh) then runs fio on the attached image export and on
+# the Linux aoe driver's disk of the same export, and prints both (guest| INFO bench ... lines).
 set -u
 AT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 AT_REPO=$(cd "$AT_DIR/../.." && pwd)
-TIMEOUT=${TIMEOUT:-600}
+TIMEOUT=${TIMEOUT:-420}
 QEMU=${QEMU:-qemu-system-x86_64}
 MODEL=AOEATTACHDISK
 SERIAL=AOEATT0001
 DISK_MB=64
 LBAS="66000 100000 131064"
+BENCH=${BENCH:-0}
 FAILED=0
 WORK=""
 QEMU_PID=""
@@ -76,8 +79,11 @@ guest_mod_resolve "$MODDIR" scsi_common scsi_mod libata libahci ahci sd_mod sg v
 while read -r m; do cp -n "$MODDIR/$m" "$root/lib/modules/"; basename "$m" >>"$root/etc/modules"; done <"$WORK/mods"
 for t in jq smartctl hdparm sg_raw sg_sat_identify; do guest_copy_with_libs "$(command -v $t)" "/usr/bin/$t" "$root"; done
 guest_copy_with_libs "$(command -v mke2fs)" /usr/sbin/mke2fs "$root"
+if [ "$BENCH" = 1 ]; then   # fio on the attached disk and on aoe.ko's, against the same target
+    guest_copy_with_libs "$(command -v fio)" /usr/bin/fio "$root"
+    cp "$MODDIR/$(guest_mod_resolve "$MODDIR" aoe | tail -1)" "$root/lib/modules/aoe.ko"
+fi
 cp /etc/mke2fs.conf "$root/etc/" 2>/dev/null
-rm -f "$root/sbin/mke2fs"   # the busybox applet makes ext2 only
 guest_copy_with_libs "$AOE_BIN_DIR/aoe-target" /usr/bin/aoe-target "$root"
 guest_copy_with_libs "$AOE_BIN_DIR/aoectl" /usr/bin/aoectl "$root"
 command -v strip >/dev/null && strip -s "$root/usr/bin/aoe-target" "$root/usr/bin/aoectl" 2>/dev/null
@@ -90,6 +96,7 @@ done
 cat >"$root/test/config" <<CFG
 TAG='$TAG'
 SERIAL=$SERIAL
+BENCH=$BENCH
 CFG
 cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
