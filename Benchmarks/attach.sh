@@ -6,7 +6,9 @@
 set -u
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "run as root: sudo $0"; exit 1; }
-swift build -c release >/dev/null || { echo "swift build -c release failed"; exit 1; }
+log=$(mktemp /tmp/attach-build-XXXXXX)
+swift build -c release >"$log" 2>&1 || { tail -20 "$log"; echo "swift build -c release failed"; exit 1; }
+rm -f "$log"
 out=$(mktemp /tmp/attach-bench-XXXXXX)
 BENCH=1 TIMEOUT=900 AOE_BIN_DIR=.build/release bash Tests/attach/test-attach.sh >"$out" 2>&1
 rc=$?

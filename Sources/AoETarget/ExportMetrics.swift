@@ -12,27 +12,59 @@ public final class LatencyHistogram: @unchecked Sendable {
         1_000_000, 2_000_000, 5_000_000, 10_000_000, 20_000_000, 50_000_000,
         100_000_000, 200_000_000, 500_000_000, 1_000_000_000, 2_000_000_000, 5_000_000_000, 10_000_000_000,
     ]
+    public static let bucketCount = bounds.count + 1
     /// Per bucket (not cumulative), then one past the last bound.
     private let buckets: UnsafeMutablePointer<Atomic<Int>>
-    private let sumNanoseconds = Atomic<UInt64>(0)
+    private let sumNanoseconds: UnsafeMutablePointer<Atomic<UInt64>>
+    private let ownsStorage: Bool
 
-    public init() {
-        buckets = .allocate(capacity: Self.bounds.count + 1)
-        for i in 0...Self.bounds.count { (buckets + i).initialize(to: Atomic(0)) }
+    public convenience init() {
+        let buckets = UnsafeMutablePointer<Atomic<Int>>.allocate(capacity: Self.bucketCount)
+        for i in 0..<Self.bucketCount { (buckets + i).initialize(to: Atomic(0)) }
+        let sum = UnsafeMutablePointer<Atomic<UInt64>>.allocate(capacity: 1)
+        sum.initialize(to: Atomic(0))
+        self.init(buckets: buckets, sum: sum, owned: true)
+    }
+
+    /// A histogram over storage someone else writes (and, unless `owned`, frees): `bucketCount` counters and a sum.
+    init(buckets: UnsafeMutablePointer<Atomic<Int>>, sum: UnsafeMutablePointer<Atomic<UInt64>>, owned: Bool) {
+        self.buckets = buckets
+        sumNanoseconds = sum
+        ownsStorage = owned
     }
 
     deinit {
-        buckets.deinitialize(count: Self.bounds.count + 1)
+        guard ownsStorage else { return }
+        buckets.deinitialize(count: Self.bucketCount)
         buckets.deallocate()
+        sumNanoseconds.deinitialize(count: 1)
+        sumNanoseconds.deallocate()
+    }
+
+    /// The bucket of a latency, by comparisons against constants: no array, and the common sub-millisecond
+    /// answers take three or four of them.
+    @inline(__always)
+    public static func bucket(of ns: UInt64) -> Int {
+        if ns <= 100_000 { return ns <= 10_000 ? 0 : ns <= 20_000 ? 1 : ns <= 50_000 ? 2 : 3 }
+        if ns <= 10_000_000 {
+            return ns <= 1_000_000 ? (ns <= 200_000 ? 4 : ns <= 500_000 ? 5 : 6) : (ns <= 2_000_000 ? 7 : ns <= 5_000_000 ? 8 : 9)
+        }
+        if ns <= 1_000_000_000 {
+            return ns <= 100_000_000 ? (ns <= 20_000_000 ? 10 : ns <= 50_000_000 ? 11 : 12) : (ns <= 200_000_000 ? 13 : ns <= 500_000_000 ? 14 : 15)
+        }
+        return ns <= 2_000_000_000 ? 16 : ns <= 5_000_000_000 ? 17 : ns <= 10_000_000_000 ? 18 : 19
+    }
+
+    /// One writer only: a relaxed load and store, not a locked read-modify-write.
+    @inline(__always)
+    static func record(_ ns: UInt64, buckets: UnsafeMutablePointer<Atomic<Int>>, sum: UnsafeMutablePointer<Atomic<UInt64>>) {
+        let bucket = buckets + bucket(of: ns)
+        bucket.pointee.store(bucket.pointee.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+        sum.pointee.store(sum.pointee.load(ordering: .relaxed) &+ ns, ordering: .relaxed)
     }
 
     @inline(__always)
-    public func record(nanoseconds: UInt64) {
-        var i = 0
-        while i < Self.bounds.count && nanoseconds > Self.bounds[i] { i += 1 }
-        buckets[i].bump(1)
-        sumNanoseconds.store(sumNanoseconds.load(ordering: .relaxed) &+ nanoseconds, ordering: .relaxed)
-    }
+    public func record(nanoseconds: UInt64) { Self.record(nanoseconds, buckets: buckets, sum: sumNanoseconds) }
 
     public struct Snapshot: Sendable, Equatable {
         /// Cumulative: observations at or below each bound, as Prometheus wants them.
@@ -53,7 +85,7 @@ public final class LatencyHistogram: @unchecked Sendable {
         }
         running += buckets[Self.bounds.count].load(ordering: .relaxed)
         return Snapshot(cumulative: cumulative, count: running,
-                        sumSeconds: Double(sumNanoseconds.load(ordering: .relaxed)) / 1e9)
+                        sumSeconds: Double(sumNanoseconds.pointee.load(ordering: .relaxed)) / 1e9)
     }
 }
 
@@ -77,9 +109,12 @@ public final class ExportMetrics: @unchecked Sendable {
         }
     }
 
-    /// From frame received to reply handed to the kernel, by operation; its count is the I/Os answered.
-    public let readLatency = LatencyHistogram(), writeLatency = LatencyHistogram()
-    public let flushCommandLatency = LatencyHistogram(), otherLatency = LatencyHistogram()
+    /// From frame received to reply handed to the kernel, by operation; its count is the I/Os answered. The
+    /// four sit in one block (`requestBuckets`, `requestSums`) that `answered` writes without a class reference.
+    public let readLatency: LatencyHistogram, writeLatency: LatencyHistogram
+    public let flushCommandLatency: LatencyHistogram, otherLatency: LatencyHistogram
+    private let requestBuckets: UnsafeMutablePointer<Atomic<Int>>
+    private let requestSums: UnsafeMutablePointer<Atomic<UInt64>>
 
     /// A switch, not an array: no reference counting per request.
     @inline(__always)
@@ -115,7 +150,16 @@ public final class ExportMetrics: @unchecked Sendable {
             for i in 0..<n { (p + i).initialize(to: Atomic(0)) }
             return p
         }
-        bytes = counters(Operation.allCases.count)
+        let operations = Operation.allCases.count
+        let requestBuckets = counters(operations * LatencyHistogram.bucketCount)
+        let requestSums = UnsafeMutablePointer<Atomic<UInt64>>.allocate(capacity: operations)
+        for i in 0..<operations { (requestSums + i).initialize(to: Atomic(0)) }
+        (self.requestBuckets, self.requestSums) = (requestBuckets, requestSums)
+        func view(_ op: Operation) -> LatencyHistogram {
+            LatencyHistogram(buckets: requestBuckets + op.rawValue * LatencyHistogram.bucketCount, sum: requestSums + op.rawValue, owned: false)
+        }
+        (readLatency, writeLatency, flushCommandLatency, otherLatency) = (view(.read), view(.write), view(.flush), view(.other))
+        bytes = counters(operations)
         aoeErrors = counters(16)
         passThroughSent = counters(256)
         passThroughRefused = counters(256)
@@ -125,15 +169,19 @@ public final class ExportMetrics: @unchecked Sendable {
 
     deinit {
         for (p, n) in [(bytes, Operation.allCases.count), (aoeErrors, 16), (passThroughSent, 256), (passThroughRefused, 256),
-                       (framesReceivedByInterface, max(1, interfaces.count)), (framesSentByInterface, max(1, interfaces.count))] {
+                       (framesReceivedByInterface, max(1, interfaces.count)), (framesSentByInterface, max(1, interfaces.count)),
+                       (requestBuckets, Operation.allCases.count * LatencyHistogram.bucketCount)] {
             p.deinitialize(count: n)
             p.deallocate()
         }
+        requestSums.deinitialize(count: Operation.allCases.count)
+        requestSums.deallocate()
     }
 
     @inline(__always)
     public func answered(_ operation: Operation, bytes moved: Int, nanoseconds: UInt64) {
-        latency(operation).record(nanoseconds: nanoseconds)
+        LatencyHistogram.record(nanoseconds, buckets: requestBuckets + operation.rawValue &* LatencyHistogram.bucketCount,
+                                sum: requestSums + operation.rawValue)
         if moved > 0 { bytes[operation.rawValue].bump(moved) }
     }
 

@@ -70,8 +70,9 @@ public final class TCMUBridge: BlockIOSource {
         self.stopRequested = stopRequested
         self.log = log
         pending = Array(repeating: nil, count: ring.slotCount)
+        // Room for every slot's command at its largest: a BlockIO per buffer, or one flush after a FUA write.
         queued = Array(repeating: BlockIO(lba: 0, sectors: 0, isWrite: false, buffer: UnsafeMutableRawPointer(bitPattern: 1)!, id: 0),
-                       count: ring.slotCount * 4 + 4)
+                       count: ring.slotCount * (ring.maxBuffers + 1))
         bounceBytes = max(1, disk.drive.passThroughMaxSectors) * 512
         bounce = .allocate(byteCount: bounceBytes * ring.slotCount, alignment: 4096)
     }
@@ -106,11 +107,9 @@ public final class TCMUBridge: BlockIOSource {
         queuedCount += 1
     }
 
-    /// Room for a whole command's BlockIOs: one per buffer, at most the ring's buffers per command.
-    private var queueRoom: Int { queued.count - queuedCount }
-
     private func takeCommands() {
-        while ring.hasFreeSlot && queueRoom >= 4 {
+        // A command may need a BlockIO per buffer: take one only when its largest case fits.
+        while ring.hasFreeSlot && queued.count - queuedCount >= ring.maxBuffers + 1 {
             let next: (slot: Int, command: TCMUCommand)?
             do { next = try ring.take() } catch {
                 ringError = error

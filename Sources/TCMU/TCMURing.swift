@@ -45,7 +45,7 @@ public final class TCMURing {
     private var consumed: Int
     /// Per taken command, its CDB copy and iovecs, in slots reused once answered.
     public let slotCount: Int
-    private let maxBuffers: Int
+    public let maxBuffers: Int
     private let cdbStorage: UnsafeMutableRawPointer
     private let bufferStorage: UnsafeMutablePointer<UnsafeMutableRawBufferPointer>
     private var freeSlots: [Int]

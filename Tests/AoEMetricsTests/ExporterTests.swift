@@ -21,6 +21,29 @@ final class ExporterTests: XCTestCase {
         XCTAssertEqual(s.sumSeconds, 60.003020001, accuracy: 1e-9)
     }
 
+    /// The bucket search by constants agrees with the table of bounds at, just above and just below each bound.
+    func testBucketOfAgreesWithTheBounds() {
+        func byTable(_ ns: UInt64) -> Int { LatencyHistogram.bounds.firstIndex { ns <= $0 } ?? LatencyHistogram.bounds.count }
+        var values: [UInt64] = [0, 1, .max]
+        for b in LatencyHistogram.bounds { values += [b - 1, b, b + 1] }
+        for ns in values { XCTAssertEqual(LatencyHistogram.bucket(of: ns), byTable(ns), "\(ns) ns") }
+        XCTAssertEqual(LatencyHistogram.bucket(of: 10_000_000_001), LatencyHistogram.bounds.count, "past the last bound: +Inf")
+    }
+
+    func testAnsweredRequestsLandInTheirOperationsHistogramOnly() {
+        let m = ExportMetrics()
+        m.answered(.write, bytes: 4096, nanoseconds: 30_000)
+        m.answered(.write, bytes: 4096, nanoseconds: 30_000)
+        m.answered(.flush, bytes: 0, nanoseconds: 7_000_000)
+        XCTAssertEqual(m.latency(.write).snapshot().count, 2)
+        XCTAssertEqual(m.latency(.write).snapshot().cumulative[2], 2, "30 µs: the 50 µs bucket")
+        XCTAssertEqual(m.latency(.write).snapshot().cumulative[1], 0)
+        XCTAssertEqual(m.latency(.flush).snapshot().count, 1)
+        XCTAssertEqual(m.latency(.flush).snapshot().sumSeconds, 0.007, accuracy: 1e-12)
+        XCTAssertEqual(m.latency(.read).snapshot().count, 0)
+        XCTAssertEqual(m.latency(.other).snapshot().count, 0)
+    }
+
     func testRenderedTextNamesEveryExportAndAgreesWithTheCounters() {
         let statistics = TargetStatistics(), metrics = ExportMetrics()
         statistics.add(.framesReceived, 7)

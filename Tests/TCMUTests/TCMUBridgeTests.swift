@@ -89,6 +89,28 @@ final class TCMUBridgeTests: XCTestCase {
         XCTAssertEqual(byID[6]?.status, 0)
     }
 
+    /// Writes whose data comes in many small buffers: one BlockIO each, several commands at once, all landing.
+    func testFragmentedWritesLandWhole() throws {
+        let device = MemoryDevice(sectors: 4096)
+        let (client, info) = try connect(device)
+        let k = FakeKernel()
+        let ring = try TCMURing(base: k.base, size: k.size, slots: 3, maxBuffers: 16)
+        var patterns: [[UInt8]] = []
+        for n in 0..<3 {
+            let pattern = (0..<8192).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ n &* 101 &+ $0 / 512) }
+            let lba = UInt8(100 + n * 16)
+            let buffers = k.queue(id: UInt16(n + 1), cdb: [0x2A, 0, 0, 0, 0, lba, 0, 0, 16, 0], dataLength: 8192, chunk: 512)
+            XCTAssertEqual(buffers.count, 16)
+            for (i, offset) in buffers.enumerated() {
+                UnsafeMutableRawBufferPointer(start: k.base + offset, count: 512).copyBytes(from: pattern[(i * 512)..<((i + 1) * 512)])
+            }
+            patterns.append(pattern)
+        }
+        try serve(k, ring, client, info, answers: 3)
+        XCTAssertEqual(k.completed.map(\.status), [0, 0, 0])
+        for n in 0..<3 { XCTAssertEqual(device.contents(lba: UInt64(100 + n * 16), count: 16), patterns[n], "write \(n)") }
+    }
+
     func testAnATAErrorOfAPassThroughComesBackAsRegistersInSense() throws {
         let (client, info) = try connect(MemoryDevice(sectors: 64))
         let k = FakeKernel()
