@@ -58,6 +58,19 @@ detach() {
 }
 configfs_objects() { ls /sys/kernel/config/target/core 2>/dev/null | grep -c '^user_'; ls /sys/kernel/config/target/loopback 2>/dev/null | grep -c '^naa'; }
 
+# Clear errors: a target that does not answer; a kernel module missing.
+aoectl attach -i "$CIF" 1.9 --timeout 1 >$OUT 2>&1; rc=$?
+[ $rc = 1 ] && grep -q "e1.9" $OUT && ok target error-no-target "attach of a target nobody serves: exit 1, '$(cat $OUT)'" ||
+    bad target error-no-target "attach 1.9: exit $rc, '$(cat $OUT)'"
+if rmmod tcm_loop 2>/dev/null; then
+    aoectl attach -i "$CIF" 1.1 >$OUT 2>&1; rc=$?
+    [ $rc = 1 ] && grep -q "kernel module tcm_loop is not loaded" $OUT && ok target error-no-module "without tcm_loop: exit 1, '$(cat $OUT)'" ||
+        bad target error-no-module "without tcm_loop: exit $rc, '$(cat $OUT)'"
+    insmod /lib/modules/tcm_loop.ko
+else
+    bad infra error-no-module "rmmod tcm_loop failed"
+fi
+
 # ---------------------------------------------------------------- the pass-through drive
 if attach 1.1 pt; then
     ok target attach "aoectl attach 1.1: $(cat /tmp/pt.json)"

@@ -141,7 +141,7 @@ while IFS= read -r l; do
     esac
 done <<<"$markers"
 grep -q '^RESULT ' <<<"$markers" || { fail "[infra] the guest did not finish"; tr -d '\r' <"$serial" | tail -20 | sed 's/^/  serial| /'; }
-for step in targets-up attach smartctl hdparm sg_sat_identify dd dd-control mkfs security-erase detach cleanup \
+for step in targets-up error-no-target error-no-module attach smartctl hdparm sg_sat_identify dd dd-control mkfs security-erase detach cleanup \
             image-mkfs image-reattach detach-after-crash detach-nothing; do
     grep -qE "^CHECK PASS [a-z]+ $step:" <<<"$markers" || fail "guest check '$step' did not pass"
 done

@@ -33,6 +33,22 @@ if command -v setpriv >/dev/null; then
     if [ $rc -ne 0 ] && grep -q "CAP_NET_RAW" <<<"$out"; then pass "not root: clear error"; else fail "not root (exit $rc: $out)"; fi
 fi
 
+# aoectl attach: its checks come before any frame is sent.
+out=$(setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all "$BIN/aoectl" attach -i t0 1.1 2>&1); rc=$?
+if [ $rc = 1 ] && grep -q "must run as root" <<<"$out"; then pass "aoectl attach not as root: clear error"; else fail "aoectl attach not as root (exit $rc: $out)"; fi
+out=$("$BIN/aoectl" attach -i t0 1.1 --max-sectors 3 2>&1); rc=$?
+if [ $rc = 1 ] && grep -q -- "--max-sectors must be" <<<"$out"; then pass "aoectl attach --max-sectors out of range: clear error"; else fail "aoectl attach --max-sectors 3 (exit $rc: $out)"; fi
+if [ ! -d /sys/module/target_core_user ]; then   # this host's kernel (no TCMU); the guest test covers the rest
+    out=$("$BIN/aoectl" attach -i t0 1.1 2>&1); rc=$?
+    if [ $rc = 1 ] && grep -qE "configfs is not mounted|kernel module (target_core_mod|target_core_user|tcm_loop) is not loaded" <<<"$out"; then
+        pass "aoectl attach without TCMU: $out"
+    else
+        fail "aoectl attach without TCMU (exit $rc: $out)"
+    fi
+fi
+out=$("$BIN/aoectl" detach 1.1 2>&1); rc=$?
+if [ $rc = 1 ] && grep -q "not attached" <<<"$out"; then pass "aoectl detach of nothing: clear error"; else fail "aoectl detach of nothing (exit $rc: $out)"; fi
+
 # A second target on the same image is refused while the first serves it.
 start_target "$WORK/first.log" 0 1 t0 "$WORK/small.img"
 expect_error "image already served" "in use by another process" 0 2 t0 "$WORK/small.img"
