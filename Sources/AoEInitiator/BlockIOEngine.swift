@@ -331,27 +331,25 @@ public final class BlockIOEngine {
             let status = ATAStatus(rawValue: ata.cmdStatus)
             if actives[a].io.command != nil {
                 actives[a].reply = ata
-                if !status.indicatesFailure && !actives[a].io.isWrite && part.sectors > 0 {
-                    let want = part.sectors * AoELayout.sectorSize
-                    if bytes.count - AoELayout.ataHeaderSize < want {
-                        actives[a].error = actives[a].error ?? .shortReply(expected: want, got: bytes.count - AoELayout.ataHeaderSize)
-                    } else {
-                        actives[a].io.buffer.copyMemory(from: bytes.baseAddress! + AoELayout.ataHeaderSize, byteCount: want)
-                    }
-                }
+                if !status.indicatesFailure && !actives[a].io.isWrite && part.sectors > 0 { takeData(bytes, a, part) }
             } else if status.indicatesFailure {
                 actives[a].error = actives[a].error ?? .ataFailed(status: ata.cmdStatus, error: ata.errFeature, lba: actives[a].io.lba + UInt64(part.offsetSectors))
             } else if !actives[a].io.isWrite {
-                let want = part.sectors * AoELayout.sectorSize
-                if bytes.count - AoELayout.ataHeaderSize < want {
-                    actives[a].error = actives[a].error ?? .shortReply(expected: want, got: bytes.count - AoELayout.ataHeaderSize)
-                } else {
-                    (actives[a].io.buffer + part.offsetSectors * AoELayout.sectorSize)
-                        .copyMemory(from: bytes.baseAddress! + AoELayout.ataHeaderSize, byteCount: want)
-                }
+                takeData(bytes, a, part)
             }
         }
         partDone(a, at: time, source: source)
+    }
+
+    /// A read's data (or a command's data-in) from the reply into the I/O's buffer, at the part's offset.
+    private func takeData(_ bytes: UnsafeRawBufferPointer, _ a: Int, _ part: FramePart) {
+        let want = part.sectors * AoELayout.sectorSize
+        if bytes.count - AoELayout.ataHeaderSize < want {
+            actives[a].error = actives[a].error ?? .shortReply(expected: want, got: bytes.count - AoELayout.ataHeaderSize)
+        } else {
+            (actives[a].io.buffer + part.offsetSectors * AoELayout.sectorSize)
+                .copyMemory(from: bytes.baseAddress! + AoELayout.ataHeaderSize, byteCount: want)
+        }
     }
 
     private func partDone(_ a: Int, at time: UInt64, source: BlockIOSource) {
