@@ -67,27 +67,19 @@ final class ExportRuntime: @unchecked Sendable {
     final class Port: @unchecked Sendable {
         let target: Target
         let stop = Atomic<Bool>(false)
-        private var thread = pthread_t()
-        private var started = false
+        private var thread: JoinableThread?
 
         init(target: Target) { self.target = target }
 
         func start() {
-            let box = Unmanaged.passRetained(self)
-            let rc = pthread_create(&thread, nil, { raw in
-                let port = Unmanaged<Port>.fromOpaque(raw!).takeRetainedValue()
-                port.target.run(until: port.stop)
-                return nil
-            }, box.toOpaque())
-            precondition(rc == 0, "pthread_create failed: \(rc)")
-            started = true
+            thread = JoinableThread { self.target.run(until: self.stop) }
         }
 
         /// Stops taking frames, waits for the requests in flight to be answered and the device flushed.
         func stopAndWait() {
             stop.store(true, ordering: .relaxed)
-            if started { pthread_join(thread, nil) }
-            started = false
+            thread?.join()
+            thread = nil
         }
     }
 

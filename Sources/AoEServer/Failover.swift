@@ -32,8 +32,7 @@ final class FailoverWatch: @unchecked Sendable {
     private let interfaces: [String]
     private let log: TargetLog
     private let stopping = Atomic<Bool>(false)
-    private var thread = pthread_t()
-    private var started = false
+    private var thread: JoinableThread?
 
     init(image: RBDImage, target: Target, address: ShelfSlot, interfaces: [String], log: TargetLog) {
         self.image = image
@@ -44,19 +43,13 @@ final class FailoverWatch: @unchecked Sendable {
     }
 
     func start() {
-        let box = Unmanaged.passRetained(self)
-        let rc = pthread_create(&thread, nil, { raw in
-            Unmanaged<FailoverWatch>.fromOpaque(raw!).takeRetainedValue().run()
-            return nil
-        }, box.toOpaque())
-        precondition(rc == 0, "pthread_create failed: \(rc)")
-        started = true
+        thread = JoinableThread { self.run() }
     }
 
     func stopAndWait() {
         stopping.store(true, ordering: .relaxed)
-        if started { pthread_join(thread, nil) }
-        started = false
+        thread?.join()
+        thread = nil
     }
 
     private func run() {

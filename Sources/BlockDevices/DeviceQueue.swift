@@ -181,7 +181,7 @@ public final class ThreadDeviceQueue: DeviceQueue, @unchecked Sendable {
     private var stopping = false
 
     private let wakeLoop = EventCounter()
-    private var threads: [pthread_t] = []
+    private var threads: [JoinableThread] = []
 
     /// - Parameter why: for the log, what made the target use threads.
     public init(device: any BlockDevice, tokenCapacity: Int, workers: Int, why: String) {
@@ -194,15 +194,7 @@ public final class ThreadDeviceQueue: DeviceQueue, @unchecked Sendable {
         queued.reserveCapacity(tokenCapacity)
         completed.reserveCapacity(tokenCapacity)
         for _ in 0..<workerCount {
-            let box = Unmanaged.passRetained(self)
-            var thread = pthread_t()
-            let rc = pthread_create(&thread, nil, { raw in
-                let queue = Unmanaged<ThreadDeviceQueue>.fromOpaque(raw!).takeRetainedValue()
-                queue.workerLoop()
-                return nil
-            }, box.toOpaque())
-            precondition(rc == 0, "pthread_create failed: \(rc)")
-            threads.append(thread)
+            threads.append(JoinableThread { self.workerLoop() })
         }
     }
 
@@ -213,7 +205,7 @@ public final class ThreadDeviceQueue: DeviceQueue, @unchecked Sendable {
             stopping = true
             lock.broadcast()
         }
-        for thread in threads { pthread_join(thread, nil) }
+        for thread in threads { thread.join() }
         threads.removeAll()
     }
 

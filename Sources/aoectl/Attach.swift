@@ -77,18 +77,17 @@ struct Attach: ParsableCommand {
                                     stopRequested: { stop.isSet },
                                     log: { FileHandle.standardError.write(Data("\($0)\n".utf8)) })
             nonisolated(unsafe) let engine = BlockIOEngine(link: client.link, target: info, queueDepth: queueDepth, maxAttempts: 1000, deadlineSeconds: commandTimeout)
-            let served = DispatchSemaphore(value: 0)
             nonisolated(unsafe) var engineError: ClientError? = nil
-            let thread = Thread {
+            let server = JoinableThread {
                 do throws(ClientError) { try engine.run(bridge) } catch { engineError = error }
-                served.signal()
+                // Serving ended by itself (a socket error, a broken ring): wake the main thread to tear down.
+                if !stop.isSet { kill(getpid(), SIGTERM) }
             }
-            thread.start()
             func shutDown() {
                 try? disk.removeLUN()
                 stop.set()
                 stopSignal.signal()
-                served.wait()
+                server.join()
                 try? disk.close()
             }
             let devices: (block: String, generic: String)
