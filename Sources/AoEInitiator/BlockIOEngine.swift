@@ -107,6 +107,8 @@ public final class BlockIOEngine {
 
     public var retransmits: Int { tags.retransmits }
     public var lateResponses: Int { tags.lateResponses }
+    /// Late answers that completed their I/O (an earlier attempt answered while a resend was out).
+    public var earlierAnswers: Int { tags.earlierAnswers }
     /// The retransmit timeout now, and the round-trip estimate it comes from (seconds).
     public var retransmitTimeout: Double { tags.retransmitTimeout }
     public var smoothedRTT: Double { tags.smoothedRTT }
@@ -322,7 +324,22 @@ public final class BlockIOEngine {
         }
         guard header.command == .issueATA, header.source == target.mac else { return }
         lastAnswerAt = now
-        guard case .complete(let slot, _) = tagTable.pointee.response(tag: header.tag.rawValue, now: now) else { return }
+        let slot: Int
+        switch tagTable.pointee.response(tag: header.tag.rawValue, now: now) {
+        case .complete(let s, _):
+            slot = s
+        case .earlierAttempt(let s):
+            // The same request answered by an earlier attempt: taken when the reply names the LBA the request
+            // asked for (an ATA command's reply registers need not, so those wait for their latest attempt).
+            // The resend still on its way is harmless: our frames reach the target in order on the one link, and
+            // the target runs overlapping writes in arrival order, so it lands before anything sent after it.
+            guard actives[parts[s].active].io.command == nil, bytes.count >= AoELayout.ataHeaderSize,
+                  memcmp(bytes.baseAddress! + 28, UnsafeRawPointer(pool.frame(s).buffer.baseAddress!) + 28, 6) == 0 else { return }
+            tagTable.pointee.acceptEarlierAnswer(slot: s)
+            slot = s
+        case .late, .unknown:
+            return
+        }
         let part = parts[slot]
         let a = part.active
         if header.flags.contains(.error) {

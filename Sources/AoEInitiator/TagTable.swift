@@ -10,8 +10,8 @@ public struct TagTable: Sendable {
     public enum SlotState: Hashable, Sendable {
         /// Not in use.
         case free
-        /// Sent (attempt n, n >= 1) at `sentAt` (seconds) with `tag`.
-        case inFlight(tag: UInt32, sentAt: Double, firstSentAt: Double, attempts: Int)
+        /// Sent (attempt n, n >= 1) at `sentAt` (seconds) with `tag`; the first attempt carried `firstTag`.
+        case inFlight(tag: UInt32, sentAt: Double, firstSentAt: Double, attempts: Int, firstTag: UInt32)
         /// Sent once, never resent (a command that must not run twice): fails at the deadline unanswered.
         case sentOnce(tag: UInt32, sentAt: Double)
     }
@@ -19,7 +19,11 @@ public struct TagTable: Sendable {
     public enum ResponseOutcome: Hashable, Sendable {
         /// The answer to slot `slot`, after `rtt` seconds (from the attempt it answers).
         case complete(slot: Int, rtt: Double)
-        /// For a slot we resent since (or already completed): ignore it.
+        /// The answer to an earlier attempt of a frame still in flight (the target was slow, not the frame lost):
+        /// it answers the same request. The caller checks that it does (the reply's LBA) and takes it with
+        /// `acceptEarlierAnswer`, rather than waiting for the answer to the latest attempt.
+        case earlierAttempt(slot: Int)
+        /// For a slot already completed, or a tag of no attempt of what the slot holds now: ignore it.
         case late
         /// Not one of our tags.
         case unknown
@@ -56,6 +60,8 @@ public struct TagTable: Sendable {
     public private(set) var inFlight = 0
     public private(set) var retransmits = 0
     public private(set) var lateResponses = 0
+    /// Late answers that completed their request (`acceptEarlierAnswer`).
+    public private(set) var earlierAnswers = 0
     /// When the window was last halved: at most once per round trip, as TCP, so a burst of losses from one
     /// window counts as one congestion signal instead of collapsing the window to 1.
     private var lastDecrease = -Double.infinity
@@ -91,7 +97,7 @@ public struct TagTable: Sendable {
         precondition(canSend, "send beyond the window")
         let slot = freeList.removeLast()
         let tag = nextTag(slot: slot)
-        slots[slot] = resendable ? .inFlight(tag: tag, sentAt: now, firstSentAt: now, attempts: 1) : .sentOnce(tag: tag, sentAt: now)
+        slots[slot] = resendable ? .inFlight(tag: tag, sentAt: now, firstSentAt: now, attempts: 1, firstTag: tag) : .sentOnce(tag: tag, sentAt: now)
         inFlight += 1
         return (slot, tag)
     }
@@ -104,12 +110,15 @@ public struct TagTable: Sendable {
             release(slot)
             return .complete(slot: slot, rtt: now - sentAt)
         }
-        guard case .inFlight(let current, let sentAt, _, let attempts) = slots[slot], current == tag else {
+        guard case .inFlight(let current, let sentAt, _, let attempts, let firstTag) = slots[slot], current == tag else {
             lateResponses += 1
             // The answer to an earlier attempt of a frame still in flight: it was resent because the target
             // was slow, not because a frame was lost (a lost frame never answers). That is congestion: back
             // off and shrink the window, as for a burst of timeouts, instead of piling resends on the target.
-            if case .inFlight = slots[slot] { congested(now: now) }
+            if case .inFlight(let current, _, _, _, let firstTag) = slots[slot] {
+                congested(now: now)
+                if Self.isAttempt(tag, between: firstTag, and: current) { return .earlierAttempt(slot: slot) }
+            }
             return .late
         }
         let rtt = now - sentAt
@@ -125,6 +134,23 @@ public struct TagTable: Sendable {
         return .complete(slot: slot, rtt: rtt)
     }
 
+    /// Whether `tag` is one of the attempts from `first` to `latest` of one slot. Generations grow by one per
+    /// send of any slot (15 bits, wrapping); a request whose attempts span half the range or more is not
+    /// trusted with it, so a very old tag of the slot's previous request cannot pass for an attempt.
+    static func isAttempt(_ tag: UInt32, between first: UInt32, and latest: UInt32) -> Bool {
+        let g = tag >> 16 & 0x7FFF, g0 = first >> 16 & 0x7FFF, g1 = latest >> 16 & 0x7FFF
+        let span = (g1 &- g0) & 0x7FFF
+        return span < 0x4000 && (g &- g0) & 0x7FFF <= span
+    }
+
+    /// Takes the answer to an earlier attempt (`earlierAttempt`) as the slot's answer. No round-trip sample
+    /// (Karn: which attempt it answers is ambiguous) and no window growth (it was a congestion signal).
+    public mutating func acceptEarlierAnswer(slot: Int) {
+        guard case .inFlight = slots[slot] else { return }
+        earlierAnswers += 1
+        release(slot)
+    }
+
     private mutating func release(_ slot: Int) {
         slots[slot] = .free
         freeList.append(slot)
@@ -135,9 +161,9 @@ public struct TagTable: Sendable {
     /// backoff its silence built up is forgotten (the new host has not been slow). Deadlines still hold.
     public mutating func resendAll(now: Double, into actions: inout [TimerAction]) {
         for slot in slots.indices {
-            guard case .inFlight(_, _, let firstSentAt, let attempts) = slots[slot] else { continue }
+            guard case .inFlight(_, _, let firstSentAt, let attempts, let firstTag) = slots[slot] else { continue }
             let tag = nextTag(slot: slot)
-            slots[slot] = .inFlight(tag: tag, sentAt: now, firstSentAt: firstSentAt, attempts: attempts)
+            slots[slot] = .inFlight(tag: tag, sentAt: now, firstSentAt: firstSentAt, attempts: attempts, firstTag: firstTag)
             retransmits += 1
             actions.append(.resend(slot: slot, tag: tag))
         }
@@ -155,7 +181,7 @@ public struct TagTable: Sendable {
                 actions.append(.fail(slot: slot))
                 continue
             }
-            guard case .inFlight(_, let sentAt, let firstSentAt, let attempts) = slots[slot] else { continue }
+            guard case .inFlight(_, let sentAt, let firstSentAt, let attempts, let firstTag) = slots[slot] else { continue }
             // Each further attempt waits longer (exponential backoff), as TCP does.
             let limit = rto * Double(1 << min(attempts - 1, 6))
             guard now - sentAt >= limit else { continue }
@@ -165,7 +191,7 @@ public struct TagTable: Sendable {
                 actions.append(.fail(slot: slot))
             } else {
                 let tag = nextTag(slot: slot)
-                slots[slot] = .inFlight(tag: tag, sentAt: now, firstSentAt: firstSentAt, attempts: attempts + 1)
+                slots[slot] = .inFlight(tag: tag, sentAt: now, firstSentAt: firstSentAt, attempts: attempts + 1, firstTag: firstTag)
                 retransmits += 1
                 actions.append(.resend(slot: slot, tag: tag))
             }

@@ -212,6 +212,64 @@ extension InitiatorTests {
     }
 }
 
+/// A target played by hand: it answers the first attempt of a read only once the resend is out, as a slow
+/// target does, so the engine sees the reply to an earlier attempt while a later one is in flight.
+final class SlowResponder: @unchecked Sendable {
+    let link = EmbeddedLink(mac: MACAddress("02:00:00:00:00:02")!, mtu: 1500)
+    let lock = ConditionLock()
+    var sent: [[UInt8]] = []
+    /// The LBA the reply to the first attempt names (the request's own, or a wrong one).
+    let earlyLBAOffset: UInt8
+
+    init(earlyLBAOffset: UInt8) {
+        self.earlyLBAOffset = earlyLBAOffset
+        link.onSend = { [unowned self] frame in
+            let n = self.lock.withLock { self.sent.append(frame); return self.sent.count }
+            guard n == 2, let first = self.lock.withLock({ self.sent.first }) else { return }
+            var early = Self.reply(to: first, fill: 0xAA)
+            early[28] &+= self.earlyLBAOffset
+            self.link.inject(early)
+            if self.earlyLBAOffset != 0 { self.link.inject(Self.reply(to: frame, fill: 0xBB)) }
+        }
+    }
+
+    /// A reply to a read of one sector: addresses swapped, R flag, status DRDY, 512 bytes of `fill`.
+    static func reply(to request: [UInt8], fill: UInt8) -> [UInt8] {
+        var r = Array(request.prefix(AoELayout.ataHeaderSize))
+        r[0..<6] = request[6..<12]
+        r[6..<12] = request[0..<6]
+        r[14] |= 0x08
+        r[27] = ATAStatus.ok.rawValue
+        return r + [UInt8](repeating: fill, count: 512)
+    }
+}
+
+extension InitiatorTests {
+    func readThroughSlowResponder(earlyLBAOffset: UInt8) throws -> (data: [UInt8], engine: BlockIOEngine, frames: Int) {
+        let responder = SlowResponder(earlyLBAOffset: earlyLBAOffset)
+        let info = TargetInfo(address: ShelfSlot(shelf: 1, slot: 1), mac: MACAddress("02:00:00:00:00:01")!, bufferCount: 4,
+                              sectorsPerFrame: 2, firmwareVersion: 0, aoeVersion: 1, configString: [], interfaceName: "embedded0")
+        let engine = BlockIOEngine(link: responder.link, target: info, queueDepth: 1, deadlineSeconds: 3)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 8)
+        defer { buffer.deallocate() }
+        let source = SingleTransfer(BlockIO(lba: 5, sectors: 1, isWrite: false, buffer: buffer, id: 0))
+        try engine.run(source)
+        XCTAssertNil(source.error)
+        return (Array(UnsafeRawBufferPointer(start: buffer, count: 512)), engine, responder.lock.withLock { responder.sent.count })
+    }
+
+    func testAnEarlierAttemptsReplyCompletesTheReadWhenItNamesTheRequestsLBA() throws {
+        let (data, engine, frames) = try readThroughSlowResponder(earlyLBAOffset: 0)
+        XCTAssertEqual(frames, 2, "the first attempt and one resend")
+        XCTAssertEqual(engine.earlierAnswers, 1)
+        XCTAssertEqual(data, [UInt8](repeating: 0xAA, count: 512), "the earlier attempt's data")
+        // Control: an earlier reply naming another LBA is not taken; the answer to the latest attempt is.
+        let (other, engine2, _) = try readThroughSlowResponder(earlyLBAOffset: 1)
+        XCTAssertEqual(engine2.earlierAnswers, 0)
+        XCTAssertEqual(other, [UInt8](repeating: 0xBB, count: 512))
+    }
+}
+
 final class ShiftedDevice: BlockDevice, @unchecked Sendable {
     let inner: MemoryDevice
     let shift: UInt64
@@ -236,9 +294,10 @@ final class TagTableTests: XCTestCase {
         XCTAssertEqual(s, slot)
         XCTAssertNotEqual(newTag, tag)
         XCTAssertEqual(table.retransmits, 1)
-        // The answer to the old tag is late: ignored, counted.
-        XCTAssertEqual(table.response(tag: tag, now: 1.01), .late)
+        // The answer to the old tag is late, counted; it is an earlier attempt of the frame still in flight.
+        XCTAssertEqual(table.response(tag: tag, now: 1.01), .earlierAttempt(slot: slot))
         XCTAssertEqual(table.lateResponses, 1)
+        XCTAssertEqual(table.inFlight, 1, "not taken until the caller accepts it")
         guard case .complete(let done, _) = table.response(tag: newTag, now: 1.02) else { return XCTFail() }
         XCTAssertEqual(done, slot)
         // A duplicate of the answer that completed is late too.
@@ -302,8 +361,35 @@ final class TagTableTests: XCTestCase {
         table.tick(now: 0.01, into: &actions)
         XCTAssertEqual(table.window, 8, "one timeout alone may be a lost frame")
         // Then the answer to the first attempt comes after all: the frame was not lost, the target was slow.
-        XCTAssertEqual(table.response(tag: first, now: 0.02), .late)
+        XCTAssertEqual(table.response(tag: first, now: 0.02), .earlierAttempt(slot: 0))
         XCTAssertEqual(table.window, 4)
+    }
+
+    func testAnEarlierAttemptsAnswerCompletesTheSlotOnceAccepted() {
+        var table = TagTable(capacity: 2, maxWindow: 2, initialRTT: 0.0002)
+        let (slot, first) = table.send(now: 0)
+        var actions: [TagTable.TimerAction] = []
+        table.tick(now: 0.01, into: &actions)
+        guard case .resend(_, let second) = actions.first else { return XCTFail("\(actions)") }
+        XCTAssertEqual(table.response(tag: first, now: 0.011), .earlierAttempt(slot: slot))
+        table.acceptEarlierAnswer(slot: slot)
+        XCTAssertEqual(table.inFlight, 0)
+        XCTAssertEqual(table.earlierAnswers, 1)
+        XCTAssertEqual(table.response(tag: second, now: 0.012), .late, "the latest attempt's answer, after: a duplicate")
+        // A tag of the slot's previous request is no attempt of the next one on that slot.
+        let (again, _) = table.send(now: 0.02)
+        XCTAssertEqual(again, slot)
+        XCTAssertEqual(table.response(tag: first, now: 0.021), .late)
+        XCTAssertEqual(table.response(tag: second, now: 0.021), .late)
+    }
+
+    func testAttemptWindowSurvivesGenerationWrapAndRefusesHalfTheRange() {
+        func tag(_ generation: UInt32) -> UInt32 { 0x8000_0000 | (generation & 0x7FFF) << 16 | 3 }
+        XCTAssertTrue(TagTable.isAttempt(tag(0x7FFE), between: tag(0x7FF0), and: tag(0x0005)), "across the wrap")
+        XCTAssertTrue(TagTable.isAttempt(tag(0x0002), between: tag(0x7FF0), and: tag(0x0005)))
+        XCTAssertFalse(TagTable.isAttempt(tag(0x7FEF), between: tag(0x7FF0), and: tag(0x0005)), "before the first")
+        XCTAssertFalse(TagTable.isAttempt(tag(0x0006), between: tag(0x7FF0), and: tag(0x0005)), "after the latest")
+        XCTAssertFalse(TagTable.isAttempt(tag(0x2000), between: tag(0x0000), and: tag(0x4000)), "a span of half the range")
     }
 
     func testGivesUpAfterMaxAttempts() {
