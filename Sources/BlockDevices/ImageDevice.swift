@@ -107,9 +107,60 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
         byteOffset = Int(options.offsetSectors) * sectorSize
         capabilities = DeviceCapabilities(writable: !options.readOnly, canFlush: true, bufferAlignment: alignment,
                                           neverBlocks: storage.isMemory)
+        if storage.isMemory && !options.direct {
+            memoryMap = MemoryMap(fd: fd, byteOffset: byteOffset, bytes: Int(sectorCount) * sectorSize, writable: !options.readOnly)
+        }
     }
 
-    deinit { Syscall.close(fd) }
+    deinit {
+        memoryMap?.unmap()
+        Syscall.close(fd)
+    }
+
+    /// A memory-backed image (tmpfs, ramfs) mapped shared: its reads and writes are copies, with no system call
+    /// per request. A copy that faults (someone truncated the file) falls back to the system calls, which give
+    /// the error the initiator sees; the fault never ends the process.
+    struct MemoryMap {
+        let base: UnsafeMutableRawPointer
+        let length: Int
+        /// Where the image's first sector sits in the mapping (the mapping starts on a page boundary).
+        let start: UnsafeMutableRawPointer
+        let bytes: Int
+
+        init?(fd: Int32, byteOffset: Int, bytes: Int, writable: Bool) {
+            let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+            let mapOffset = byteOffset / page * page
+            length = byteOffset - mapOffset + bytes
+            guard let p = mmap(nil, length, PROT_READ | (writable ? PROT_WRITE : 0), MAP_SHARED, fd, off_t(mapOffset)),
+                  p != MAP_FAILED else { return nil }
+            base = p
+            start = p + (byteOffset - mapOffset)
+            self.bytes = bytes
+        }
+
+        func unmap() { munmap(base, length) }
+
+        /// Copies between the buffers and the image at `offset`; false when it does not fit or a page faulted.
+        func copy(_ buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at offset: Int, write: Bool) -> Bool {
+            var at = offset
+            for b in buffers {
+                guard copy(UnsafeMutableRawPointer(b.baseAddress), count: b.count, at: at, write: write) else { return false }
+                at += b.count
+            }
+            return true
+        }
+
+        func copy(_ buffer: UnsafeMutableRawPointer?, count: Int, at offset: Int, write: Bool) -> Bool {
+            guard let buffer, offset >= 0, count <= bytes - offset else { return count == 0 }
+            let image = start + offset
+            let rc = write ? CLinuxShims_guardedCopy(image, buffer, count, base, base + length)
+                           : CLinuxShims_guardedCopy(buffer, image, count, base, base + length)
+            return rc == 0
+        }
+    }
+    private var memoryMap: MemoryMap? = nil
+    /// Whether requests are served by copies from a mapping (a memory-backed image).
+    public var isMapped: Bool { memoryMap != nil }
 
     public var fileDescriptor: Int32 { fd }
     public var bypassesPageCache: Bool { direct }
@@ -170,10 +221,13 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        if let memoryMap, memoryMap.copy(buffer.baseAddress, count: buffer.count, at: Int(lba) * sectorSize, write: false) { return }
         do { try Syscall.preadFully(fd, buffer, offset: fileOffset(of: lba), context: path) } catch { throw DeviceError(error) }
     }
 
     public func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
+        if let memoryMap, memoryMap.copy(UnsafeMutableRawPointer(mutating: buffer.baseAddress), count: buffer.count,
+                                         at: Int(lba) * sectorSize, write: true) { return }
         do { try Syscall.pwriteFully(fd, buffer, offset: fileOffset(of: lba), context: path) } catch { throw DeviceError(error) }
     }
 
@@ -192,6 +246,7 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
     }
 
     private func vectored(write: Bool, _ buffers: UnsafeBufferPointer<UnsafeMutableRawBufferPointer>, at lba: UInt64) throws(DeviceError) {
+        if let memoryMap, memoryMap.copy(buffers, at: Int(lba) * sectorSize, write: write) { return }
         // IOV_MAX is 1024; the target merges at most a few dozen frames.
         precondition(buffers.count <= Self.maxVectors)
         try withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count) { (iovecs) throws(DeviceError) in

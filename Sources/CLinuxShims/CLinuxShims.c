@@ -173,3 +173,50 @@ void CLinuxShims_tcmuLayout(CLinuxShims_TCMULayout *l) {
     l->userFlagReadLength = TCMU_UFLAG_READ_LEN;
     l->mailboxCapReadLength = TCMU_MAILBOX_FLAG_CAP_READ_LEN;
 }
+
+#include <setjmp.h>
+#include <signal.h>
+#include <pthread.h>
+#include <string.h>
+
+// Per thread: where the copy in progress jumps back to, and the mapping it may fault in.
+static __thread sigjmp_buf *guard_jump;
+static __thread const char *guard_lo, *guard_hi;
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+static struct sigaction guard_previous;
+
+static void guard_handler(int sig, siginfo_t *info, void *context) {
+    (void)context;
+    const char *at = (const char *)info->si_addr;
+    if (guard_jump && at >= guard_lo && at < guard_hi) siglongjmp(*guard_jump, 1);
+    // Not a guarded copy: whatever handled SIGBUS before us (the Swift runtime's backtracer, or the default
+    // action) takes it, as it always did: with the old handler back, the faulting access runs again and faults
+    // into it, with its own address.
+    sigaction(sig, &guard_previous, NULL);
+}
+
+static void guard_install(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = guard_handler;
+    // SA_NODEFER: SIGBUS is not blocked in the handler, so leaving it with siglongjmp needs no mask restore and
+    // sigsetjmp need not save the mask (which would be a sigprocmask call per copy).
+    action.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGBUS, &action, &guard_previous);
+}
+
+int CLinuxShims_guardedCopy(void *dst, const void *src, size_t count, const void *lo, const void *hi) {
+    pthread_once(&guard_once, guard_install);
+    sigjmp_buf jump;
+    if (sigsetjmp(jump, 0)) {
+        guard_jump = NULL;
+        return -1;
+    }
+    guard_lo = lo;
+    guard_hi = hi;
+    guard_jump = &jump;
+    memcpy(dst, src, count);
+    guard_jump = NULL;
+    return 0;
+}

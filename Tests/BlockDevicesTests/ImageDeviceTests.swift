@@ -69,6 +69,41 @@ final class ImageDeviceTests: XCTestCase {
         XCTAssertTrue(device.capabilities.neverBlocks)
     }
 
+    /// A tmpfs image is served by copies from a mapping: what it writes is in the file, what the file holds is
+    /// what it reads, at a window that does not start on a page; a file on disk is not mapped.
+    func testMemoryBackedImageIsMappedAndAgreesWithTheFile() throws {
+        let path = "/dev/shm/aoe-image-tests-map-\(getpid()).img"
+        FileManager.default.createFile(atPath: path, contents: Data((0..<(64 * 512)).map { UInt8(truncatingIfNeeded: $0 / 512) }))
+        defer { unlink(path) }
+        var options = ImageDevice.Options()
+        options.offsetSectors = 3
+        let device = try ImageDevice(path: path, options: options)
+        XCTAssertTrue(device.isMapped)
+        XCTAssertTrue(try firstBytes(device, lba: 0) == (3, 3), "window offset 3: file sector 3")
+        let data = UnsafeMutableRawBufferPointer.allocate(byteCount: 1024, alignment: 8)
+        defer { data.deallocate() }
+        data.initializeMemory(as: UInt8.self, repeating: 0xC7)
+        try device.write(from: UnsafeRawBufferPointer(data), at: 10)
+        let file = try Data(contentsOf: URL(fileURLWithPath: path))
+        XCTAssertEqual(Array(file[(13 * 512)..<(15 * 512)]), [UInt8](repeating: 0xC7, count: 1024))
+        XCTAssertEqual(file[15 * 512], 15, "the sector after is untouched")
+        XCTAssertFalse(try ImageDevice(path: makeImage(sectors: 8), options: .init()).isMapped, "a file on disk is not mapped")
+    }
+
+    /// Someone truncates a mapped image under the target: reads of the lost pages fail as an I/O error (the
+    /// system call's short read), never a SIGBUS that ends the process; the sectors still there read fine.
+    func testTruncatedMappedImageFailsTheReadInsteadOfKillingTheProcess() throws {
+        let path = "/dev/shm/aoe-image-tests-trunc-\(getpid()).img"
+        FileManager.default.createFile(atPath: path, contents: Data((0..<(64 * 512)).map { UInt8(truncatingIfNeeded: $0 / 512) }))
+        defer { unlink(path) }
+        let device = try ImageDevice(path: path, options: .init())
+        XCTAssertTrue(device.isMapped)
+        XCTAssertTrue(try firstBytes(device, lba: 40) == (40, 40))
+        XCTAssertEqual(truncate(path, 8 * 512), 0)
+        XCTAssertThrowsError(try firstBytes(device, lba: 40), "past the new end: an error, not a crash")
+        XCTAssertTrue(try firstBytes(device, lba: 2) == (2, 2), "before the new end: still read")
+    }
+
     func testRegularFileOnADiskFilesystemIsNotMemoryBacked() throws {
         // The test's own source folder: on the disk the checkout lives on.
         let folder = String(#filePath.prefix(upTo: #filePath.lastIndex(of: "/")!))

@@ -96,4 +96,9 @@ void CLinuxShims_tcmuLayout(CLinuxShims_TCMULayout *layout);
 static inline uint32_t CLinuxShims_loadAcquire32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void CLinuxShims_storeRelease32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
+/// memcpy that survives a SIGBUS from `mapping` (a shared file mapping whose file someone truncated): returns 0,
+/// or -1 when touching [lo, hi) faulted, with the copy incomplete. Any other SIGBUS keeps its default action (the
+/// process dies, as before). The first call installs the handler, process-wide. No system call per copy.
+int CLinuxShims_guardedCopy(void *dst, const void *src, size_t count, const void *lo, const void *hi);
+
 #endif
