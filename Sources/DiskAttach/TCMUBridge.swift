@@ -8,12 +8,12 @@ import TCMU
 /// here (SCSIDisk) or block I/O and ATA commands for the engine, whose completions become the SCSI status.
 /// Reads and writes go straight between the ring's data buffers and the frames; one BlockIO per buffer.
 ///
-/// Runs on the engine's thread; `stop` (from any thread, through `StopSignal`) ends it once what was taken
-/// is answered.
+/// Runs on the engine's thread. Once `stopRequested` says so (it may be set from any thread), it takes no new
+/// command and finishes when what it took is answered.
 public final class TCMUBridge: BlockIOSource {
     /// What one taken SCSI command waits for.
     enum Work {
-        case transfer(write: Bool, forceUnitAccess: Bool)
+        case transfer(write: Bool)
         case flush
         case passThrough(ATAPassThroughRequest)
     }
@@ -43,7 +43,7 @@ public final class TCMUBridge: BlockIOSource {
     private let lba48: Bool
     /// Called when completions are on the ring (a write to the UIO device).
     private let announce: () -> Void
-    /// Waits up to the given seconds for the kernel to queue commands; false on timeout.
+    /// Sleeps up to the given seconds, until the kernel queues commands (or a stop wakes it).
     private let waitForCommands: (Double) -> Void
     private let stopRequested: () -> Bool
     private let log: (String) -> Void
@@ -155,7 +155,7 @@ public final class TCMUBridge: BlockIOSource {
 
     /// One BlockIO per data buffer, at consecutive LBAs: the engine splits each into frames.
     private func startTransfer(slot: Int, _ command: TCMUCommand, lba: UInt64, sectors: Int, write: Bool, forceUnitAccess: Bool) {
-        var p = Pending(id: command.id, work: .transfer(write: write, forceUnitAccess: forceUnitAccess), buffers: command.buffers)
+        var p = Pending(id: command.id, work: .transfer(write: write), buffers: command.buffers)
         p.flushAfter = forceUnitAccess
         var at = lba
         for buffer in command.buffers where buffer.count > 0 {
@@ -184,7 +184,7 @@ public final class TCMUBridge: BlockIOSource {
         guard var p = pending[slot] else { return }
         p.partsLeft -= 1
         switch p.work {
-        case .transfer(let write, _):
+        case .transfer(let write):
             if let error, p.failure == nil { p.failure = failure(of: error, write ? .write : .read) }
             if p.partsLeft == 0 && p.failure == nil && p.flushAfter {
                 p.flushAfter = false
