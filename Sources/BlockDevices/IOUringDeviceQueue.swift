@@ -74,6 +74,16 @@ public final class IOUringDeviceQueue: DeviceQueue, @unchecked Sendable {
     /// A merged O_DIRECT transfer fits one bounce buffer.
     public var maxTransferBytes: Int { bounce == nil ? Int.max : Self.bounceSize }
 
+    /// Whether one buffer touches more pages than its length needs (a 4 KiB frame payload at a 512-byte boundary
+    /// spans two): the disk then gets a segment per page, and this virtio disk served two-segment 4 KiB reads at
+    /// half the rate of one segment (45k against 92k IOPS at QD32), for the price of a 4 KiB copy.
+    static func splitsPages(_ vector: iovec) -> Bool {
+        let start = Int(bitPattern: vector.iov_base), length = vector.iov_len
+        guard length > 0 else { return false }
+        let touched = (start + length - 1) / 4096 - start / 4096 + 1
+        return touched > (length + 4095) / 4096
+    }
+
     public func submit(_ request: DeviceRequest) {
         let token = request.token
         precondition(token >= 0 && token < tokenCapacity)
@@ -86,7 +96,7 @@ public final class IOUringDeviceQueue: DeviceQueue, @unchecked Sendable {
             var vectors = request.segments!
             var count = request.segmentCount
             bounceOf[token] = -1
-            if count > 1, request.bytes <= Self.bounceSize, let bounce, let index = freeBounce.popLast() {
+            if count > 1 || Self.splitsPages(vectors[0]), request.bytes <= Self.bounceSize, let bounce, let index = freeBounce.popLast() {
                 let buffer = bounce + index * Self.bounceSize
                 if write { request.copySegments(to: buffer) }
                 bounceOf[token] = index

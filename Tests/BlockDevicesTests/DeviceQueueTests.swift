@@ -165,3 +165,18 @@ final class DeviceQueueTests: XCTestCase {
         XCTAssertEqual(queue.outstanding, 0)
     }
 }
+
+/// O_DIRECT buffers that straddle more pages than their length needs go through a bounce buffer (one segment).
+final class BounceRuleTests: XCTestCase {
+    func testABufferSplitsPagesOnlyWhenItTouchesMoreThanItsLengthNeeds() {
+        func splits(_ start: Int, _ length: Int) -> Bool {
+            IOUringDeviceQueue.splitsPages(iovec(iov_base: UnsafeMutableRawPointer(bitPattern: start), iov_len: length))
+        }
+        XCTAssertFalse(splits(0x1000, 4096), "page-aligned 4 KiB: one page")
+        XCTAssertTrue(splits(0x1200, 4096), "4 KiB at a 512-byte boundary: two pages")
+        XCTAssertFalse(splits(0x1200, 512), "512 bytes inside a page")
+        XCTAssertFalse(splits(0x1200, 8704), "17 sectors from 0x1200 end in the third page: three pages either way")
+        XCTAssertTrue(splits(0x1F00, 8704), "17 sectors from 0x1F00 reach a fourth page")
+        XCTAssertFalse(splits(0x1F00, 0))
+    }
+}
