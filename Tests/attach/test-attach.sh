@@ -24,34 +24,10 @@ SERIAL=AOEATT0001
 DISK_MB=64
 LBAS="66000 100000 131064"
 BENCH=${BENCH:-0}
-FAILED=0
-WORK=""
-QEMU_PID=""
-log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-pass() { printf 'PASS: %s\n' "$*"; }
-fail() { printf 'FAIL: %s\n' "$*"; FAILED=1; }
-skip() { printf 'SKIP: %s\n' "$*"; exit 77; }
-die()  { printf 'FAIL: [infra] %s\n' "$*"; echo "RESULT: FAIL"; FAILED=1; exit 1; }
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
-    if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
-        kill -TERM "$QEMU_PID" 2>/dev/null; sleep 1; kill -KILL "$QEMU_PID" 2>/dev/null
-    fi
-    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        if [ "${KEEP:-0}" = 1 ] || [ "$FAILED" != 0 ] || [ "$rc" != 0 ]; then
-            rm -rf "$WORK/root" "$WORK/initrd"
-            echo "artefacts kept in $WORK (serial.log, trace.log, disk.img)" >&2
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo interrupted >&2; exit 130' INT
-trap 'echo terminated >&2; exit 143' TERM HUP
+GUEST_BULKY="root initrd"
+GUEST_KEPT="serial.log, trace.log, disk.img"
+# shellcheck source=../lib/guest-harness.sh
+. "$AT_DIR/../lib/guest-harness.sh"
 
 [ "$(id -u)" = 0 ] || skip "must run as root (reads /boot/vmlinuz-*, packs kernel modules)"
 . "$AT_DIR/../lib/need.sh"

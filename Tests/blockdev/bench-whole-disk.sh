@@ -20,32 +20,10 @@ TIMEOUT=${TIMEOUT:-420}
 QEMU=${QEMU:-qemu-system-x86_64}
 DURATION=${BB_DURATION:-10}
 DISK_MB=256
-WORK=""
-QEMU_PID=""
-FAILED=0
-log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-skip() { printf 'SKIP: %s\n' "$*"; exit 77; }
-die()  { printf 'FAIL: %s\n' "$*"; FAILED=1; exit 1; }
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
-    if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
-        kill -TERM "$QEMU_PID" 2>/dev/null; sleep 1; kill -KILL "$QEMU_PID" 2>/dev/null
-    fi
-    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        if [ "${KEEP:-0}" = 1 ] || [ "$FAILED" != 0 ] || [ "$rc" != 0 ]; then
-            [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK/root" "$WORK/base.cpio" "$WORK/cfg" "$WORK/initrd" "$WORK/disk.img"
-            echo "artefacts kept in $WORK (serial.log)" >&2
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo interrupted >&2; exit 130' INT
-trap 'echo terminated >&2; exit 143' TERM HUP
+GUEST_BULKY="root base.cpio cfg initrd disk.img"
+GUEST_KEPT="serial.log"
+# shellcheck source=../lib/guest-harness.sh
+. "$BB_DIR/../lib/guest-harness.sh"
 
 [ "$(id -u)" = 0 ] || skip "must run as root (reads /boot/vmlinuz-*, packs kernel modules)"
 # shellcheck source=../lib/need.sh

@@ -59,35 +59,10 @@ NSECT=8
 # are not throttled, so the fdatasync write-back stays quick.
 DRIVE_READ_IOPS=${BD_DRIVE_READ_IOPS:-50}
 
-FAILED=0
-WORK=""
-QEMU_PID=""
-log()  { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
-pass() { printf 'PASS: %s\n' "$*"; }
-fail() { printf 'FAIL: %s\n' "$*"; FAILED=1; }
-skip() { printf 'SKIP: %s\n' "$*"; exit 77; }
-die()  { printf 'FAIL: [infra] %s\n' "$*"; echo "RESULT: FAIL"; FAILED=1; exit 1; }
-
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM HUP
-    # only the QEMU this script started, by its PID
-    if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
-        kill -TERM "$QEMU_PID" 2>/dev/null; sleep 1; kill -KILL "$QEMU_PID" 2>/dev/null
-    fi
-    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-        if [ "${KEEP:-0}" = 1 ] || [ "$FAILED" != 0 ] || [ "$rc" != 0 ]; then
-            [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK/root" "$WORK/base.cpio" "$WORK/cfg" "$WORK/initrd"
-            echo "artefacts kept in $WORK (serial.log, trace.log, trace.cmds, win-*, markers, disk.img)" >&2
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'echo interrupted >&2; exit 130' INT
-trap 'echo terminated >&2; exit 143' TERM HUP
+GUEST_BULKY="root base.cpio cfg initrd"
+GUEST_KEPT="serial.log, trace.log, trace.cmds, win-*, markers, disk.img"
+# shellcheck source=../lib/guest-harness.sh
+. "$BD_DIR/../lib/guest-harness.sh"
 
 # ---------------------------------------------------------------- prerequisites
 

@@ -9,18 +9,8 @@
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 DEV=/dev/etherd/e$SHELF.$SLOT
 SYS="/sys/block/etherd!e$SHELF.$SLOT"
-NFAIL=0
-
-say()  { echo "$TAG $*"; }
-ok()   { say "CHECK PASS $1 $2: $3"; }
-bad()  { say "CHECK FAIL $1 $2: $3"; NFAIL=$((NFAIL + 1)); }
-info() { say "INFO $*"; }
-finish() {
-    dmesg | grep -iE 'aoe|etherd|error' | tail -n 15 | while IFS= read -r l; do info "dmesg: $l"; done
-    if [ "$NFAIL" = 0 ]; then say "RESULT PASS failures=0"; else say "RESULT FAIL failures=$NFAIL"; fi
-    sync
-    exit 0
-}
+DMESG_LINES=15
+. /test/report.sh
 now() { cut -d' ' -f1 /proc/uptime; }
 
 # Both refuse ranges past the end of the device: busybox dd would otherwise fall back from a

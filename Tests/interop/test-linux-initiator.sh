@@ -83,6 +83,7 @@ for ((i = 1; i <= 4000; i++)); do
     printf 'aoe-interop nonce=%s ext4 file line %05d\n' "$NONCE" "$i"
 done >"$EXTRA/test/pat/fs.txt"
 cp "$IT_DIR/guest-linux-initiator.sh" "$EXTRA/test/run.sh"
+cp "$IT_DIR/guest-report.sh" "$EXTRA/test/report.sh"
 chmod 755 "$EXTRA/test/run.sh"
 cat >"$EXTRA/test/env" <<EOF
 TAG='$TAG'
