@@ -13,7 +13,9 @@
 # --baseline BIN adds base/tmpfs, base/disk-direct and base/disk-sync: the same rows served by another aoe-target
 # binary (e.g. a release build of the commit before a change), interleaved with the current one in the same run,
 # and a "before/after" section with current / baseline per row.
-# --out DIR (default Benchmarks/results) receives results.json (every run: target, workload, client, round,
+# cnull is Benchmarks/null-target.c, a C target that only batches (recvmmsg/sendmmsg): the plain-socket ceiling.
+# --out DIR (default Benchmarks/results; with --quick, the scratch folder, so a quick look never rewrites the
+# committed results) receives results.json (every run: target, workload, client, round,
 # IOPS, MB/s, p50/p99, CPU per I/O, retransmits, errors) and iops.svg, the mean IOPS per target and workload
 # drawn with gnuplot. See Benchmarks/README.md for what each row means.
 set -uo pipefail
@@ -41,11 +43,11 @@ done
 
 if [ "$QUICK" = 1 ]; then
     : "${DURATION:=2}" "${MTUS:=1500}"; IMG_MB=256
-    TARGETS="aoe/tmpfs aoe/tmpfs-metrics vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync null aoe/rbd"
+    TARGETS="aoe/tmpfs aoe/tmpfs-metrics vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk vblade/disk-cached aoe/disk-sync aoe/disk-direct-sync null cnull aoe/rbd"
     WORKLOADS="4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 else
     : "${DURATION:=5}" "${MTUS:=1500 9000}"; IMG_MB=1024
-    TARGETS="aoe/tmpfs aoe/tmpfs-metrics vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk aoe/disk-sync aoe/disk-direct-sync vblade/disk-sync null aoe/rbd"
+    TARGETS="aoe/tmpfs aoe/tmpfs-metrics vblade/tmpfs aoe/disk-direct vblade/disk aoe/disk vblade/disk-cached aoe/disk-sync aoe/disk-direct-sync vblade/disk-sync null cnull aoe/rbd"
     WORKLOADS="4k-randread-qd1 4k-randread-qd32 4k-randwrite-qd32 seqread-maxframe-qd32"
 fi
 if [ -n "$BASELINE" ]; then
@@ -54,14 +56,14 @@ if [ -n "$BASELINE" ]; then
     TARGETS="$TARGETS base/tmpfs base/disk-direct base/disk-sync"
 fi
 TARGETS=${ONLY_TARGETS:-$TARGETS} WORKLOADS=${ONLY_WORKLOADS:-$WORKLOADS}
-for t in $TARGETS; do case $t in aoe/rbd|aoe/tmpfs|aoe/tmpfs-metrics|aoe/disk-direct|aoe/disk|aoe/disk-sync|aoe/disk-direct-sync|null|vblade/tmpfs|vblade/disk|vblade/disk-sync) ;;
+for t in $TARGETS; do case $t in aoe/rbd|aoe/tmpfs|aoe/tmpfs-metrics|aoe/disk-direct|aoe/disk|aoe/disk-sync|aoe/disk-direct-sync|null|cnull|vblade/tmpfs|vblade/disk|vblade/disk-cached|vblade/disk-sync) ;;
     base/tmpfs|base/disk-direct|base/disk-sync) [ -n "$BASELINE" ] || { echo "run.sh: $t needs --baseline BIN" >&2; exit 2; } ;;
     *) echo "run.sh: unknown target $t" >&2; exit 2 ;; esac; done
 for w in $WORKLOADS; do case $w in 4k-randread-qd1|4k-randread-qd32|4k-randwrite-qd32|seqread-maxframe-qd32) ;;
     *) echo "run.sh: unknown workload $w" >&2; exit 2 ;; esac; done
 [[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -ge 1 ]] || { echo "run.sh: --duration must be whole seconds >= 1" >&2; exit 2; }
 SECTORS=$((IMG_MB * 2048))       # every target, null included, is exercised over the same region 0:SECTORS
-C_CLIENT_TARGETS="null vblade/tmpfs aoe/rbd"
+C_CLIENT_TARGETS="null cnull vblade/tmpfs aoe/rbd"
 
 cd "$(dirname "$0")/.." || exit 1
 REPO=$PWD
@@ -109,7 +111,8 @@ log "building release binaries (swift build -c release) and aoe-load"
 swift build -c release >"$W/build.log" 2>&1 || { tail -30 "$W/build.log" >&2; echo "run.sh: swift build failed" >&2; exit 1; }
 BIN=$(swift build -c release --show-bin-path)
 gcc -O2 -Wall -o "$W/aoe-load" "$REPO/Benchmarks/aoe-load.c" || exit 1
-AOECTL=$BIN/aoectl AOETARGET=$BIN/aoe-target LOAD=$W/aoe-load VBLADE=$(command -v vblade)
+gcc -O2 -Wall -o "$W/null-target" "$REPO/Benchmarks/null-target.c" || exit 1
+AOECTL=$BIN/aoectl AOETARGET=$BIN/aoe-target LOAD=$W/aoe-load CNULL=$W/null-target VBLADE=$(command -v vblade)
 CLK_TCK=$(getconf CLK_TCK)
 
 # ---------------------------------------------------------------- images and namespace
@@ -152,10 +155,12 @@ target_cmd() {   # prints the command line of target $1, one word per line
         aoe/disk-sync)    printf '%s\n' "$AOETARGET" --buffers 256 --sync 1 1 "$TI" "$DISK_IMG" ;;
         aoe/disk-direct-sync) printf '%s\n' "$AOETARGET" --buffers 256 --direct --sync 1 1 "$TI" "$DISK_IMG" ;;
         null)             printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" null:8G ;;
+        cnull)            printf '%s\n' "$CNULL" "$TI" 1 1 --buffers 256 --sectors $((8 << 21)) ;;
         aoe/rbd)          printf '%s\n' "$AOETARGET" --buffers 256 1 1 "$TI" "rbd:rbd/$RBD_IMAGE" ;;
         base/*)           target_cmd "aoe/${1#base/}" | sed "1s|.*|$BASELINE|" ;;
         vblade/tmpfs)     printf '%s\n' "$VBLADE" -b 256 1 1 "$TI" "$SHM_IMG" ;;
         vblade/disk)      printf '%s\n' "$VBLADE" -b 256 -d 1 1 "$TI" "$DISK_IMG" ;;
+        vblade/disk-cached) printf '%s\n' "$VBLADE" -b 256 1 1 "$TI" "$DISK_IMG" ;;
         vblade/disk-sync) printf '%s\n' "$VBLADE" -b 256 -d -s 1 1 "$TI" "$DISK_IMG" ;;
     esac
 }
@@ -226,23 +231,27 @@ run_one() {   # $1 mtu, $2 round, $3 target, $4 workload, $5 client
         "$target" "$wl" "$client" "$iops" "$mbps" "$p50" "$p99" "$cpu" "$retx" "$errs")"
 }
 
-run_fio() {   # $1 round: the local device ceiling on the real-disk image
-    local out fields
-    out=$(timeout -k 2 $((DURATION + 30)) fio --name=ceiling --filename="$DISK_IMG" --ioengine=libaio --direct=1 \
-        --rw=randread --bs=4k --iodepth=32 --size="${IMG_MB}M" --runtime="$DURATION" --time_based \
-        --output-format=json 2>>"$W/fio.err")
-    fields=$(jq -r '.jobs[0] | [.read.iops, .read.bw_bytes / 1e6, .read.clat_ns.percentile["50.000000"] / 1000,
-        .read.clat_ns.percentile["99.000000"] / 1000,
-        ((.usr_cpu + .sys_cpu) / 100 * .read.runtime * 1000 / (if .read.total_ios > 0 then .read.total_ios else 1 end))] | @tsv' \
-        <<<"$out" 2>/dev/null)
-    if [ -z "$fields" ]; then
-        log "  fio: FAILED"; printf '%s\t%s\t%s\t%s\t%s\tfail\n' - fio/disk 4k-randread-qd32 fio "$1" >>"$RESULTS"; return
-    fi
-    local iops mbps p50 p99 cpu
-    IFS=$'\t' read -r iops mbps p50 p99 cpu <<<"$fields"
-    printf '%s\t%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%.2f\t0\t0\n' - fio/disk 4k-randread-qd32 fio "$1" \
-        "$iops" "$mbps" "$p50" "$p99" "$cpu" >>"$RESULTS"
-    log "  $(printf '%-16s %-22s %-8s %9.0f IOPS %8.1f MB/s' fio/disk 4k-randread-qd32 fio "$iops" "$mbps")"
+run_fio() {   # $1 round: the local device ceiling on the real-disk image, 4k random reads and writes at QD32
+    local rw wl side out fields
+    for rw in randread randwrite; do
+        wl=4k-$rw-qd32 side=read
+        [ $rw = randwrite ] && side=write
+        out=$(timeout -k 2 $((DURATION + 30)) fio --name=ceiling --filename="$DISK_IMG" --ioengine=libaio --direct=1 \
+            --rw=$rw --bs=4k --iodepth=32 --size="${IMG_MB}M" --runtime="$DURATION" --time_based \
+            --output-format=json 2>>"$W/fio.err")
+        fields=$(jq -r --arg s $side '.jobs[0] | [.[$s].iops, .[$s].bw_bytes / 1e6, .[$s].clat_ns.percentile["50.000000"] / 1000,
+            .[$s].clat_ns.percentile["99.000000"] / 1000,
+            ((.usr_cpu + .sys_cpu) / 100 * .[$s].runtime * 1000 / (if .[$s].total_ios > 0 then .[$s].total_ios else 1 end))] | @tsv' \
+            <<<"$out" 2>/dev/null)
+        if [ -z "$fields" ]; then
+            log "  fio $wl: FAILED"; printf '%s\t%s\t%s\t%s\t%s\tfail\n' - fio/disk "$wl" fio "$1" >>"$RESULTS"; continue
+        fi
+        local iops mbps p50 p99 cpu
+        IFS=$'\t' read -r iops mbps p50 p99 cpu <<<"$fields"
+        printf '%s\t%s\t%s\t%s\t%s\tok\t%s\t%s\t%s\t%s\t%.2f\t0\t0\n' - fio/disk "$wl" fio "$1" \
+            "$iops" "$mbps" "$p50" "$p99" "$cpu" >>"$RESULTS"
+        log "  $(printf '%-16s %-22s %-8s %9.0f IOPS %8.1f MB/s' fio/disk "$wl" fio "$iops" "$mbps")"
+    done
 }
 
 run_fio_rbd() {   # $1 round: local librbd (fio's rbd engine) on the image aoe/rbd serves, at the same QD
@@ -307,7 +316,8 @@ done
 echo
 awk -F'\t' -v targets="fio/disk fio/rbd $TARGETS" -v workloads="$WORKLOADS" -v mtus="- $MTUS" -v rounds="$ROUNDS" '
 function ref_vblade(t) {
-    if (t == "aoe/tmpfs" || t == "null") return "vblade/tmpfs"
+    if (t == "aoe/tmpfs" || t == "null" || t == "cnull") return "vblade/tmpfs"
+    if (t == "aoe/disk") return "vblade/disk-cached"
     if (t == "aoe/disk-direct") return "vblade/disk"
     if (t == "aoe/disk-sync" || t == "aoe/disk-direct-sync") return ("vblade/disk-sync" in seen) ? "vblade/disk-sync" : "vblade/disk"
     return ""
@@ -329,6 +339,7 @@ END {
     print hdr; gsub(/./, "-", hdr); print hdr
     nm = split(mtus, M, " "); nt = split(targets, T, " "); nw = nreal = split(workloads, WL, " ")
     if (index(" " workloads " ", " 4k-randread-qd32 ") == 0) WL[++nw] = "4k-randread-qd32"
+    if (index(" " workloads " ", " 4k-randwrite-qd32 ") == 0) WL[++nw] = "4k-randwrite-qd32"
     for (a = 1; a <= nm; a++) for (w = 1; w <= nw; w++) for (b = 1; b <= nt; b++) for (c = 1; c <= 3; c++) {
         client = c == 1 ? "aoectl" : c == 2 ? "aoe-load" : "fio"
         k = M[a] SUBSEP T[b] SUBSEP WL[w] SUBSEP client
@@ -363,36 +374,44 @@ END {
     }
 }' "$RESULTS"
 
-# ---------------------------------------------------------------- the goals (issue 5), from the same means
+# ---------------------------------------------------------------- the goals, from the same means
+# Issue 14's bounds at every MTU and workload of the run, then the earlier issues' (metrics cost, RBD, --sync).
 echo
 echo "goals (ratios of means from this run; PASS/GAP against the stated bound):"
-awk -F'\t' -v mtus="$MTUS" '
+awk -F'\t' -v mtus="$MTUS" -v workloads="$WORKLOADS" '
 $6 == "ok" { k = $1 SUBSEP $2 SUBSEP $3 SUBSEP $4; n[k]++; iops[k] += $7; p50[k] += $9; if ($11 != "nan") { cpu[k] += $11; nc[k]++ } }
 function mean(a, k) { return (k in n) ? a[k] / n[k] : "" }
 function cpumean(k) { return (k in nc) ? cpu[k] / nc[k] : "" }
 function goal(what, value, bound, higher) {
-    if (value == "") { printf "  %-86s      -  (not measured)\n", what; return }
-    printf "  %-86s %6.2f  %s (bound %s %.2f)\n", what, value, (higher ? value >= bound : value <= bound) ? "PASS" : "GAP ", higher ? ">=" : "<=", bound
+    if (value == "") { printf "  %-92s      -  (not measured)\n", what; return }
+    printf "  %-92s %6.2f  %s (bound %s %.2f)\n", what, value, (higher ? value >= bound : value <= bound) ? "PASS" : "GAP ", higher ? ">=" : "<=", bound
 }
 function ratio(a, b) { return (a != "" && b != "" && b > 0) ? a / b : "" }
 function io(m, t, w) { return mean(iops, m SUBSEP t SUBSEP w SUBSEP "aoectl") }
+# The C client where the target has runs with it (the client is not the limit there), else aoectl.
+function best(m, t, w,   c) { c = mean(iops, m SUBSEP t SUBSEP w SUBSEP "aoe-load"); return c != "" ? c : io(m, t, w) }
 END {
-    nm = split(mtus, M, " ")
-    for (w = 1; w <= 2; w++) {
-        wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"
-        goal("MTU 1500 " wl ": aoe/tmpfs / vblade/tmpfs", ratio(io(1500, "aoe/tmpfs", wl), io(1500, "vblade/tmpfs", wl)), 2.0, 1)
-        goal("MTU 1500 " wl ": aoe/tmpfs / null", ratio(io(1500, "aoe/tmpfs", wl), io(1500, "null", wl)), 0.9, 1)
+    nm = split(mtus, M, " "); nw = split(workloads, WL, " ")
+    for (a = 1; a <= nm; a++) {
+        m = M[a]
+        for (w = 1; w <= nw; w++) {
+            wl = WL[w]; pre = "MTU " m " " wl ": "
+            goal(pre "aoe/tmpfs / vblade/tmpfs", ratio(io(m, "aoe/tmpfs", wl), io(m, "vblade/tmpfs", wl)), 1.0, 1)
+            goal(pre "aoe/disk / vblade/disk-cached (page cache)", ratio(io(m, "aoe/disk", wl), io(m, "vblade/disk-cached", wl)), 1.0, 1)
+            goal(pre "aoe/tmpfs / null", ratio(io(m, "aoe/tmpfs", wl), io(m, "null", wl)), 0.9, 1)
+            goal(pre "null / cnull (C batched null target; aoe-load)", ratio(best(m, "null", wl), best(m, "cnull", wl)), 0.95, 1)
+            goal(pre "null / cnull, packet-ring goal (aoe-load)", ratio(best(m, "null", wl), best(m, "cnull", wl)), 1.2, 1)
+            goal(pre "aoe/tmpfs / cnull, packet-ring goal (aoectl)", ratio(io(m, "aoe/tmpfs", wl), io(m, "cnull", wl)), 1.2, 1)
+        }
+        for (w = 1; w <= 2; w++) {
+            wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"; pre = "MTU " m " " wl ": "
+            goal(pre "aoe/disk-direct / local fio (libaio, O_DIRECT, same file and QD)", ratio(io(m, "aoe/disk-direct", wl), mean(iops, "-" SUBSEP "fio/disk" SUBSEP wl SUBSEP "fio")), 0.8, 1)
+            goal(pre "CPU per I/O, aoe/tmpfs / vblade/tmpfs", ratio(cpumean(m SUBSEP "aoe/tmpfs" SUBSEP wl SUBSEP "aoectl"), cpumean(m SUBSEP "vblade/tmpfs" SUBSEP wl SUBSEP "aoectl")), 0.7, 0)
+        }
+        goal("MTU " m " 4k-randwrite-qd32: aoe/disk-direct-sync / aoe/disk-direct (--sync vs not)", ratio(io(m, "aoe/disk-direct-sync", "4k-randwrite-qd32"), io(m, "aoe/disk-direct", "4k-randwrite-qd32")), 0.5, 1)
+        goal("MTU " m " 4k-randread-qd1: p50 latency, aoe/tmpfs / vblade/tmpfs", ratio(mean(p50, m SUBSEP "aoe/tmpfs" SUBSEP "4k-randread-qd1" SUBSEP "aoectl"), mean(p50, m SUBSEP "vblade/tmpfs" SUBSEP "4k-randread-qd1" SUBSEP "aoectl")), 1.0, 0)
+        goal("MTU " m " 4k-randread-qd1: p50 latency, aoe/disk-direct / vblade/disk", ratio(mean(p50, m SUBSEP "aoe/disk-direct" SUBSEP "4k-randread-qd1" SUBSEP "aoectl"), mean(p50, m SUBSEP "vblade/disk" SUBSEP "4k-randread-qd1" SUBSEP "aoectl")), 1.0, 0)
     }
-    for (a = 1; a <= nm; a++) for (w = 1; w <= 4; w++) {
-        wl = w == 1 ? "4k-randread-qd1" : w == 2 ? "4k-randread-qd32" : w == 3 ? "4k-randwrite-qd32" : "seqread-maxframe-qd32"
-        if (wl == "4k-randread-qd32" || wl == "4k-randwrite-qd32") if (M[a] == 1500) continue
-        goal("MTU " M[a] " " wl ": aoe/tmpfs / null", ratio(io(M[a], "aoe/tmpfs", wl), io(M[a], "null", wl)), 0.9, 1)
-    }
-    f = mean(iops, "-" SUBSEP "fio/disk" SUBSEP "4k-randread-qd32" SUBSEP "fio")
-    nl = io(1500, "null", "4k-randread-qd32")
-    low = (f != "" && nl != "") ? (f < nl ? f : nl) : ""
-    goal("MTU 1500 4k-randread-qd32: aoe/disk-direct / min(fio " sprintf("%.0f", f) ", null " sprintf("%.0f", nl) ")", ratio(io(1500, "aoe/disk-direct", "4k-randread-qd32"), low), 0.8, 1)
-    goal("MTU 1500 4k-randwrite-qd32: aoe/disk-direct-sync / aoe/disk-direct (--sync vs not)", ratio(io(1500, "aoe/disk-direct-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk-direct", "4k-randwrite-qd32")), 0.5, 1)
     for (w = 1; w <= 2; w++) {
         wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"
         goal("MTU 1500 " wl ": aoe/tmpfs-metrics / aoe/tmpfs (metrics on vs off)", ratio(io(1500, "aoe/tmpfs-metrics", wl), io(1500, "aoe/tmpfs", wl)), 0.97, 1)
@@ -401,14 +420,6 @@ END {
         goal("MTU 1500 " wl ": aoe/rbd / fio/rbd (local librbd, same QD; aoe-load)", ratio(mean(iops, 1500 SUBSEP "aoe/rbd" SUBSEP wl SUBSEP "aoe-load"), fr), 0.9, 1)
     }
     goal("MTU 1500 4k-randwrite-qd32: aoe/disk-sync / aoe/disk (page cache; --sync vs not)", ratio(io(1500, "aoe/disk-sync", "4k-randwrite-qd32"), io(1500, "aoe/disk", "4k-randwrite-qd32")), 0.5, 1)
-    for (w = 1; w <= 2; w++) {
-        wl = w == 1 ? "4k-randread-qd32" : "4k-randwrite-qd32"
-        goal("MTU 1500 " wl ": CPU per I/O, aoe/tmpfs / vblade/tmpfs", ratio(cpumean(1500 SUBSEP "aoe/tmpfs" SUBSEP wl SUBSEP "aoectl"), cpumean(1500 SUBSEP "vblade/tmpfs" SUBSEP wl SUBSEP "aoectl")), 0.7, 0)
-    }
-    for (a = 1; a <= nm; a++) {
-        goal("MTU " M[a] " 4k-randread-qd1: p50 latency, aoe/tmpfs / vblade/tmpfs", ratio(mean(p50, M[a] SUBSEP "aoe/tmpfs" SUBSEP "4k-randread-qd1" SUBSEP "aoectl"), mean(p50, M[a] SUBSEP "vblade/tmpfs" SUBSEP "4k-randread-qd1" SUBSEP "aoectl")), 1.0, 0)
-        goal("MTU " M[a] " 4k-randread-qd1: p50 latency, aoe/disk-direct / vblade/disk", ratio(mean(p50, M[a] SUBSEP "aoe/disk-direct" SUBSEP "4k-randread-qd1" SUBSEP "aoectl"), mean(p50, M[a] SUBSEP "vblade/disk" SUBSEP "4k-randread-qd1" SUBSEP "aoectl")), 1.0, 0)
-    }
 }' "$RESULTS"
 if [ -s "$W/rss.tsv" ]; then
     echo
@@ -417,7 +428,7 @@ if [ -s "$W/rss.tsv" ]; then
 fi
 
 # ---------------------------------------------------------------- results.json and the chart
-OUT=${OUT:-$REPO/Benchmarks/results}
+if [ "$QUICK" = 1 ]; then OUT=${OUT:-$W}; else OUT=${OUT:-$REPO/Benchmarks/results}; fi
 mkdir -p "$OUT"
 jq -R -s --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg rounds "$ROUNDS" --arg duration "$DURATION" '
     { date: $date, rounds: ($rounds | tonumber), seconds_per_run: ($duration | tonumber),
@@ -453,5 +464,5 @@ set key outside right top
 set xtics rotate by -20 left
 plot for [i=2:$columns] "$W/means.tsv" using i:xtic(1) title columnheader(i)
 GNUPLOT
-log "results: $OUT/results.json, chart: $OUT/iops.svg"
+log "results: $OUT/results.json, chart: $OUT/iops.svg$([ "$OUT" = "$W" ] && [ "$KEEP" = 0 ] && echo " (scratch: removed on exit; --keep or --out DIR keeps them)")"
 log "total time $(( $(date +%s) - T_START )) s"
