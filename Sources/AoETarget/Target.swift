@@ -768,14 +768,16 @@ public final class Target: @unchecked Sendable {
     }
 
     /// A retransmission of a request still in flight (the same source, sectors and direction, the same data for
-    /// a write, on the same NIC): the request in flight takes the retransmission's tag, so its one reply answers
-    /// the initiator, which ignores replies to a tag it has given up on, and the device does the work once. A
-    /// request made twice on purpose is answered once too; the initiator resends the other, as after a loss.
+    /// a write, on the same NIC, at least `shortestRetransmitInterval` after it): the request in flight takes the
+    /// retransmission's tag, so its one reply answers the initiator, which ignores replies to a tag it has given
+    /// up on, and the device does the work once. A request made twice on purpose that long apart is answered
+    /// once too; the initiator resends the other, as after a loss.
     private func absorbRetransmission(of key: RequestKey, _ frame: Frame, _ header: AoEHeader, _ operation: ATAOperation) -> Bool {
         guard let slot = inFlightIndex.slot(for: key) else { return false }
         let original = pending[slot]
         guard original.key == key, original.header.source == header.source, original.operation == operation,
-              original.frame.port == frame.port else { return false }
+              original.frame.port == frame.port,
+              batchReceivedAt &- original.receivedAt >= Self.shortestRetransmitInterval else { return false }
         if operation.writesMedia {
             let bytes = operation.dataBytes
             guard memcmp(original.frame.payload(count: bytes).baseAddress!, frame.payload(count: bytes).baseAddress!, bytes) == 0 else { return false }
@@ -784,6 +786,11 @@ public final class Target: @unchecked Sendable {
         statistics.add(.retransmitsAbsorbed)
         return true
     }
+
+    /// No initiator resends sooner than this (aoectl's floor is 1 ms; the Linux driver's is far longer), so two
+    /// equal requests closer together are two requests (random I/O at depth meets the same block twice now and
+    /// then): both are answered, where absorbing the second cost its initiator a retransmit timeout.
+    static let shortestRetransmitInterval: UInt64 = 500_000
 
     /// The page for the write cache as it is now (word 85 bit 5).
     var identifyPage: [UInt8] { state.writeCacheEnabled ? identifyPages.cacheOn : identifyPages.cacheOff }

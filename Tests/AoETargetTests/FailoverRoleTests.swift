@@ -133,6 +133,19 @@ extension TargetTests {
         XCTAssertEqual(target.statistics[.retransmitsAbsorbed], 1)
     }
 
+    /// Random I/O at depth sends the same request twice at once now and then (fio, aoectl bench, aoe-load): two
+    /// equal writes in one batch, closer than any initiator resends, are two requests with two replies.
+    func testTheSameWriteTwiceInOneBatchIsAnsweredTwice() throws {
+        let events = EventLog()
+        start(device: RecordingDevice(sectors: 64, events: events, slowMarker: 0x01)) { $0.ioEngine = .threads }
+        let data = [UInt8](repeating: 0x01, count: 512)
+        link.inject(batch: [ata(.writeSectorsExt, tag: 1, lba: 9, data: data), ata(.writeSectorsExt, tag: 2, lba: 9, data: data)])
+        let replies = link.waitForSent(2, timeoutSeconds: 1.5)
+        XCTAssertEqual(replies.map { header($0).tag.rawValue }, [1, 2])
+        XCTAssertEqual(events.count("write 9"), 2)
+        XCTAssertEqual(target.statistics[.retransmitsAbsorbed], 0)
+    }
+
     /// Control: a second write to the same sectors with other data is a new request, ordered after the first.
     func testASecondWriteWithOtherDataIsNotTakenForARetransmission() throws {
         let events = EventLog()
