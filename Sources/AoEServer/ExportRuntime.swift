@@ -99,10 +99,15 @@ final class ExportRuntime: @unchecked Sendable {
         var sockets: [any FrameLink] = []
         for interface in spec.interfaces {
             do {
-                // Room for a full Buffer Count of jumbo frames in the socket's receive queue.
-                sockets.append(try PacketSocket(interface: interface, receiveBufferBytes: (spec.buffers + 32) * 10_240,
-                                                filter: { [address = spec.address] mac in PacketFilter.targetProgram(mac: mac, address: address) },
-                                                pcap: pcap))
+                // Room for a full Buffer Count of jumbo frames in the socket's receive queue, or its ring.
+                let socket = try PacketSocket(interface: interface, receiveBufferBytes: (spec.buffers + 32) * 10_240,
+                                              receiveRingFrames: spec.buffers + 64,
+                                              filter: { [address = spec.address] mac in PacketFilter.targetProgram(mac: mac, address: address) },
+                                              pcap: pcap)
+                if let refusal = socket.receiveRingRefusal {
+                    log.log(.warning, "e\(spec.address)@\(interface): no receive ring (\(refusal)); receiving with recvmmsg")
+                }
+                sockets.append(socket)
             } catch {
                 throw ConfigError(spec.location(of: "interfaces"), key: "interfaces", error.description)
             }

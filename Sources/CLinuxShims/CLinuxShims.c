@@ -220,3 +220,61 @@ int CLinuxShims_guardedCopy(void *dst, const void *src, size_t count, const void
     guard_jump = NULL;
     return 0;
 }
+
+#include <sys/mman.h>
+
+int CLinuxShims_rxRingOpen(int fd, unsigned frameBytes, unsigned frameCount, CLinuxShims_RxRing *ring) {
+    const unsigned blockSize = 64 * 1024;
+    /* Room for the header the kernel puts before the frame (tp_mac offset, up to ~80 bytes for V2). */
+    unsigned frameSize = (unsigned)TPACKET_ALIGN(TPACKET2_HDRLEN + 16 + frameBytes + TPACKET_ALIGNMENT);
+    if (frameSize > blockSize || frameCount == 0) { errno = EINVAL; return -1; }
+    unsigned perBlock = blockSize / frameSize;
+    unsigned blocks = (frameCount + perBlock - 1) / perBlock;
+    int version = TPACKET_V2;
+    if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version) != 0) return -1;
+    struct tpacket_req req = { .tp_block_size = blockSize, .tp_block_nr = blocks, .tp_frame_size = frameSize,
+                               .tp_frame_nr = blocks * perBlock };
+    if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0) {
+        int saved = errno;
+        version = TPACKET_V1;
+        setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version);
+        errno = saved;
+        return -1;
+    }
+    size_t length = (size_t)blockSize * blocks;
+    void *map = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        int saved = errno;
+        struct tpacket_req none = { 0 };
+        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &none, sizeof none);
+        version = TPACKET_V1;
+        setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version);
+        errno = saved;
+        return -1;
+    }
+    *ring = (CLinuxShims_RxRing){ .map = map, .length = length, .frameSize = frameSize, .framesPerBlock = perBlock,
+                                  .blockSize = blockSize, .frameCount = blocks * perBlock };
+    return 0;
+}
+
+void CLinuxShims_rxRingClose(CLinuxShims_RxRing *ring) {
+    if (ring->map) munmap(ring->map, ring->length);
+    ring->map = NULL;
+}
+
+static inline struct tpacket2_hdr *rxRingSlot(const CLinuxShims_RxRing *ring, unsigned index) {
+    return (struct tpacket2_hdr *)((char *)ring->map + (size_t)(index / ring->framesPerBlock) * ring->blockSize
+                                   + (size_t)(index % ring->framesPerBlock) * ring->frameSize);
+}
+
+const void *CLinuxShims_rxRingFrame(const CLinuxShims_RxRing *ring, unsigned index, unsigned *length, int *truncated) {
+    struct tpacket2_hdr *h = rxRingSlot(ring, index);
+    if (!(__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) return NULL;
+    *length = h->tp_snaplen;
+    *truncated = h->tp_snaplen < h->tp_len;
+    return (const char *)h + h->tp_mac;
+}
+
+void CLinuxShims_rxRingRelease(const CLinuxShims_RxRing *ring, unsigned index) {
+    __atomic_store_n(&rxRingSlot(ring, index)->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+}

@@ -3,8 +3,10 @@ import AoEWire
 import LinuxSystem
 import CLinuxShims
 
-/// An AF_PACKET raw socket bound to one interface and EtherType 0x88A2. Receives in batches with recvmmsg,
-/// sends batches with sendmmsg, optionally records every frame to a pcap file.
+/// An AF_PACKET raw socket bound to one interface and EtherType 0x88A2. Receives in batches from a TPACKET_V2
+/// receive ring when asked and the kernel allows it (frames are taken without a system call, one copy each
+/// into the caller's slots), with recvmmsg otherwise; sends batches with sendmmsg; optionally records every
+/// frame to a pcap file.
 public final class PacketSocket: FrameLink, @unchecked Sendable {
     public enum OpenError: Error, CustomStringConvertible {
         case noSuchInterface(String)
@@ -33,13 +35,24 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
     private let rxVectors: UnsafeMutablePointer<iovec>
     private let txHeaders: UnsafeMutablePointer<CLinuxShims_mmsghdr>
     private let txVectors: UnsafeMutablePointer<iovec>
+    /// The receive ring, and the next slot the kernel fills (it fills them in order); nil: recvmmsg.
+    private let ring: UnsafeMutablePointer<CLinuxShims_RxRing>?
+    private var ringHead: UInt32 = 0
+    private let receiveTimeoutMilliseconds: Int32
+    /// Why the receive ring was not set up (nil when it was, or was not asked for): the caller logs it.
+    public let receiveRingRefusal: SystemError?
+    public var usesReceiveRing: Bool { ring != nil }
 
     /// - Parameters:
     ///   - receiveTimeoutMilliseconds: how long `receive` waits for a first frame before returning 0.
     ///   - receiveBufferBytes: SO_RCVBUFFORCE / SO_SNDBUFFORCE size, so a burst of `bufferCount` frames is neither
     ///     dropped on receive nor blocked on send.
+    ///   - receiveRingFrames: receive through a TPACKET_V2 ring of about this many frames, each with room for a
+    ///     jumbo frame (or the MTU, if larger: it may grow while we serve); when the kernel refuses it, recvmmsg
+    ///     as without it (`receiveRingRefusal`).
     public init(interface name: String, maxBatch: Int = 32, receiveTimeoutMilliseconds: Int = 200,
-                receiveBufferBytes: Int? = nil, filter: ((MACAddress) -> [sock_filter])? = nil, pcap: PcapWriter? = nil) throws(OpenError) {
+                receiveBufferBytes: Int? = nil, receiveRingFrames: Int? = nil,
+                filter: ((MACAddress) -> [sock_filter])? = nil, pcap: PcapWriter? = nil) throws(OpenError) {
         let info: NetworkInterface
         do { info = try NetworkInterface.lookup(name) } catch {
             throw error.errno == ENODEV ? .noSuchInterface(name) : .system(error)
@@ -53,9 +66,23 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
         } catch {
             throw (error.errno == EPERM || error.errno == EACCES) ? .notPermitted(name) : .system(error)
         }
+        var openedRing: UnsafeMutablePointer<CLinuxShims_RxRing>? = nil
+        var refusal: SystemError? = nil
         do throws(SystemError) {
             // The filter goes on before bind so no unfiltered frame is queued in between.
             if let filter { try Syscall.attachFilter(fd, filter(mac), context: name) }
+            // The ring too: frames that arrive between bind and the ring would wait in the plain queue.
+            if let frames = receiveRingFrames {
+                let r = UnsafeMutablePointer<CLinuxShims_RxRing>.allocate(capacity: 1)
+                r.initialize(to: CLinuxShims_RxRing())
+                let frameBytes = max(info.mtu, 9000) + AoELayout.ethernetHeaderSize
+                if CLinuxShims_rxRingOpen(fd, UInt32(frameBytes), UInt32(frames), r) == 0 {
+                    openedRing = r
+                } else {
+                    refusal = SystemError(call: "setsockopt(PACKET_RX_RING)", errno: errno, context: name)
+                    r.deallocate()
+                }
+            }
             var address = sockaddr_ll()
             address.sll_family = UInt16(AF_PACKET)
             address.sll_protocol = UInt16(CLS_ETH_P_AOE).bigEndian
@@ -76,9 +103,13 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
                 }
             }
         } catch {
+            if let openedRing { CLinuxShims_rxRingClose(openedRing); openedRing.deallocate() }
             Syscall.close(fd)
             throw .system(error)
         }
+        ring = openedRing
+        receiveRingRefusal = refusal
+        self.receiveTimeoutMilliseconds = Int32(receiveTimeoutMilliseconds)
         self.fd = fd
         self.pcap = pcap
         interfaceName = name
@@ -94,6 +125,7 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
     }
 
     deinit {
+        if let ring { CLinuxShims_rxRingClose(ring); ring.deallocate() }
         Syscall.close(fd)
         rxHeaders.deallocate()
         rxVectors.deallocate()
@@ -117,12 +149,44 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
     }
 
     public func receive(_ frames: UnsafeMutableBufferPointer<Frame>) throws(SystemError) -> Int {
+        if ring != nil {
+            let n = takeFromRing(frames)
+            if n > 0 { return n }
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            if Glibc.poll(&entry, 1, receiveTimeoutMilliseconds) < 0 && errno != EINTR {
+                throw SystemError(call: "poll", errno: errno, context: interfaceName)
+            }
+            return takeFromRing(frames)
+        }
         // MSG_WAITFORONE: block (up to SO_RCVTIMEO) for the first frame, then take whatever else is queued.
-        try receive(frames, flags: Int32(MSG_WAITFORONE))
+        return try receive(frames, flags: Int32(MSG_WAITFORONE))
     }
 
     public func receiveWithoutWaiting(_ frames: UnsafeMutableBufferPointer<Frame>) throws(SystemError) -> Int {
-        try receive(frames, flags: Int32(MSG_DONTWAIT))
+        if ring != nil { return takeFromRing(frames) }
+        return try receive(frames, flags: Int32(MSG_DONTWAIT))
+    }
+
+    /// Copies the frames the kernel has handed over, in ring order, into `frames` and gives each slot back at
+    /// once, so the ring never waits on a request that is still in flight.
+    private func takeFromRing(_ frames: UnsafeMutableBufferPointer<Frame>) -> Int {
+        guard let ring else { return 0 }
+        let count = min(frames.count, maxBatch)
+        var n = 0
+        while n < count {
+            var length: UInt32 = 0
+            var truncated: Int32 = 0
+            guard let bytes = CLinuxShims_rxRingFrame(ring, ringHead, &length, &truncated) else { break }
+            let fits = truncated == 0 && Int(length) <= frames[n].capacity
+            if fits { frames[n].base.copyMemory(from: bytes, byteCount: Int(length)) }
+            // Cut short by the ring slot or longer than ours: length 0, so the parser rejects it, as MSG_TRUNC.
+            frames[n].length = fits ? Int(length) : 0
+            CLinuxShims_rxRingRelease(ring, ringHead)
+            ringHead = ringHead + 1 == ring.pointee.frameCount ? 0 : ringHead + 1
+            pcap?.record(frames[n].bytes)
+            n += 1
+        }
+        return n
     }
 
     public var readinessDescriptor: Int32 { fd }

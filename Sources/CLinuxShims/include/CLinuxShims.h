@@ -101,4 +101,23 @@ static inline void CLinuxShims_storeRelease32(uint32_t *p, uint32_t v) { __atomi
 /// process dies, as before). The first call installs the handler, process-wide. No system call per copy.
 int CLinuxShims_guardedCopy(void *dst, const void *src, size_t count, const void *lo, const void *hi);
 
+/// A TPACKET_V2 receive ring (PACKET_RX_RING) mapped from an AF_PACKET socket: the kernel writes each frame
+/// into the next ring slot and hands it over by its status word, so frames are taken without a system call.
+/// Blocks are 64 KiB (a power of two pages: the kernel allocates each block as one order-n chunk).
+typedef struct CLinuxShims_RxRing {
+    void *map;
+    size_t length;
+    unsigned frameSize, framesPerBlock, blockSize, frameCount;
+} CLinuxShims_RxRing;
+/// Sets TPACKET_V2 and the ring on `fd` (before bind is best: nothing queues outside the ring) and maps it;
+/// `frameCount` is rounded up to whole blocks. 0, or -1 with errno (the socket is left as it was when the
+/// version or the ring is refused).
+int CLinuxShims_rxRingOpen(int fd, unsigned frameBytes, unsigned frameCount, CLinuxShims_RxRing *ring);
+void CLinuxShims_rxRingClose(CLinuxShims_RxRing *ring);
+/// Slot `index` when the kernel has handed it to us: its frame's bytes, length and whether the slot cut it
+/// short; NULL while the kernel owns it. The status word is read with acquire, so the bytes are complete.
+const void *CLinuxShims_rxRingFrame(const CLinuxShims_RxRing *ring, unsigned index, unsigned *length, int *truncated);
+/// Gives slot `index` back to the kernel (release: our reads of it are done first).
+void CLinuxShims_rxRingRelease(const CLinuxShims_RxRing *ring, unsigned index);
+
 #endif
