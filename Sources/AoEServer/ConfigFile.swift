@@ -6,7 +6,7 @@ import TOMLKit
 /// The config file: TOML (parsed by TOMLKit, a wrapper of toml++), read into a `ServerSpec`. Pure: the
 /// caller reads the file; this turns its text into a spec or one error naming the file, line and key.
 ///
-///     state_dir = "/var/lib/aoe-target"     # top level: state_dir, log_level, pcap, pcap_limit
+///     state_dir = "/var/lib/aoe-target"     # top level: state_dir, log_level, pcap, pcap_limit, metrics, packet_ring
 ///     [[export]]
 ///     shelf = 1
 ///     slot = 1
@@ -14,7 +14,7 @@ import TOMLKit
 ///     path = "/dev/sdb"
 ///     sync = true
 public enum ConfigFile {
-    public static let topLevelKeys = ["state_dir", "log_level", "pcap", "pcap_limit", "metrics", "export"]
+    public static let topLevelKeys = ["state_dir", "log_level", "pcap", "pcap_limit", "metrics", "packet_ring", "export"]
     public static let exportKeys = [
         "shelf", "slot", "interfaces", "path", "read_only", "direct", "sync", "buffers", "mac_mask", "config_string",
         "model", "serial", "offset", "length", "passthrough", "allow_ata", "allow_all_ata", "io_engine", "workers",
@@ -53,6 +53,7 @@ public enum ConfigFile {
             guard let address = ListenAddress(parsing: text) else { throw top.error("metrics", "must be \(ListenAddress.syntax), not '\(text)'") }
             spec.metrics = address
         }
+        spec.packetRing = try top.bool("packet_ring") ?? true
         guard let list = table["export"] else {
             throw ConfigError(SourceLocation(file: file, line: 0), "no [[export]] table: nothing to serve")
         }

@@ -61,6 +61,8 @@ final class ExportRuntime: @unchecked Sendable {
     let device: any BlockDevice
     let state: ExportState
     let port: Port
+    /// Per interface: how frames are received ("packet ring" or "recvmmsg"), for the log.
+    private let receivePaths: [String]
     /// For a failover export: the thread that watches the lock and the active host.
     let failoverWatch: FailoverWatch?
 
@@ -85,7 +87,8 @@ final class ExportRuntime: @unchecked Sendable {
 
     /// Opens the device and a socket per interface. Nothing is served until `start`.
     /// - Parameter recordsMetrics: the server serves a metrics endpoint, so per-request figures are recorded.
-    init(spec: ExportSpec, stateDirectory: String?, pcap: PcapWriter?, log: TargetLog, recordsMetrics: Bool) throws(ConfigError) {
+    /// - Parameter packetRing: receive through a PACKET_RX_RING where the kernel allows it.
+    init(spec: ExportSpec, stateDirectory: String?, pcap: PcapWriter?, log: TargetLog, recordsMetrics: Bool, packetRing: Bool) throws(ConfigError) {
         self.spec = spec
         if let problem = spec.problem { throw ConfigError(spec.location(of: problem.key), key: problem.key, problem.message) }
         device = try DeviceOpener.open(spec)
@@ -97,13 +100,15 @@ final class ExportRuntime: @unchecked Sendable {
             log.log(.warning, "e\(spec.address): allow_all_ata: every ATA command reaches \(spec.path), including ones that erase it or replace its firmware")
         }
         var sockets: [any FrameLink] = []
+        var paths: [String] = []
         for interface in spec.interfaces {
             do {
                 // Room for a full Buffer Count of jumbo frames in the socket's receive queue, or its ring.
                 let socket = try PacketSocket(interface: interface, receiveBufferBytes: (spec.buffers + 32) * 10_240,
-                                              receiveRingFrames: spec.buffers + 64,
+                                              receiveRingFrames: packetRing ? spec.buffers + 64 : nil,
                                               filter: { [address = spec.address] mac in PacketFilter.targetProgram(mac: mac, address: address) },
                                               pcap: pcap)
+                paths.append(socket.usesReceiveRing ? "packet ring" : "recvmmsg")
                 if let refusal = socket.receiveRingRefusal {
                     log.log(.warning, "e\(spec.address)@\(interface): no receive ring (\(refusal)); receiving with recvmmsg")
                 }
@@ -112,6 +117,7 @@ final class ExportRuntime: @unchecked Sendable {
                 throw ConfigError(spec.location(of: "interfaces"), key: "interfaces", error.description)
             }
         }
+        receivePaths = paths
         let link: any FrameLink
         if sockets.count == 1 {
             link = sockets[0]
@@ -172,7 +178,7 @@ final class ExportRuntime: @unchecked Sendable {
         for p in 0..<t.link.portCount {
             let mac = t.link.macAddress(port: UInt8(p))
             let name = spec.interfaces[p]
-            t.log.log(.info, "\(t.role == .standby ? "standing by to serve" : "serving") \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(spec.sync ? ", durable writes" : ""), \(t.ioDescription)) as e\(spec.address) on \(name) (\(mac), MTU \(t.link.currentMTU()), \(t.configuration.bufferCount) buffers)")
+            t.log.log(.info, "\(t.role == .standby ? "standing by to serve" : "serving") \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(spec.sync ? ", durable writes" : ""), \(t.ioDescription)) as e\(spec.address) on \(name) (\(mac), MTU \(t.link.currentMTU()), \(t.configuration.bufferCount) buffers, \(receivePaths[p]))")
         }
         port.start()
         failoverWatch?.start()

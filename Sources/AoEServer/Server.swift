@@ -25,8 +25,14 @@ public final class Server: @unchecked Sendable {
             pcap = nil
         }
         for export in spec.exports {
-            exports[export.address] = try ExportRuntime(spec: export, stateDirectory: spec.stateDirectory, pcap: pcap, log: log, recordsMetrics: spec.metrics != nil)
+            exports[export.address] = try open(export)
         }
+    }
+
+    /// An export with the process-wide settings this server started with.
+    private func open(_ export: ExportSpec) throws(ConfigError) -> ExportRuntime {
+        try ExportRuntime(spec: export, stateDirectory: spec.stateDirectory, pcap: pcap, log: log,
+                          recordsMetrics: spec.metrics != nil, packetRing: spec.packetRing)
     }
 
     public func start() {
@@ -81,17 +87,17 @@ public final class Server: @unchecked Sendable {
 
     /// Moves to `new`. Exports the reload does not touch never notice. New exports are opened before anything
     /// stops: if one fails (a missing file, an unknown interface), nothing changes and the error is thrown.
-    /// Process-wide settings (state_dir, log_level, pcap) take effect at the next start.
+    /// Process-wide settings (state_dir, log_level, pcap, metrics, packet_ring) take effect at the next start.
     public func reload(to new: ServerSpec) throws(ConfigError) {
         let plan = Self.plan(from: spec, to: new)
         let newSpecs = Dictionary(uniqueKeysWithValues: new.exports.map { ($0.address, $0) })
         if new.stateDirectory != spec.stateDirectory || new.pcap != spec.pcap || new.pcapLimit != spec.pcapLimit || new.logLevel != spec.logLevel
-            || new.metrics != spec.metrics {
-            log.log(.warning, "reload: state_dir, log_level, pcap, pcap_limit and metrics take effect at the next start")
+            || new.metrics != spec.metrics || new.packetRing != spec.packetRing {
+            log.log(.warning, "reload: state_dir, log_level, pcap, pcap_limit, metrics and packet_ring take effect at the next start")
         }
         var opened: [ShelfSlot: ExportRuntime] = [:]
         for (address, change) in plan where change == .add {
-            opened[address] = try ExportRuntime(spec: newSpecs[address]!, stateDirectory: spec.stateDirectory, pcap: pcap, log: log, recordsMetrics: spec.metrics != nil)
+            opened[address] = try open(newSpecs[address]!)
         }
         for (address, change) in plan.sorted(by: { "\($0.key)" < "\($1.key)" }) {
             switch change {
@@ -126,6 +132,7 @@ public final class Server: @unchecked Sendable {
         kept.pcapLimit = spec.pcapLimit
         kept.logLevel = spec.logLevel
         kept.metrics = spec.metrics
+        kept.packetRing = spec.packetRing
         // What is really served: an export that fell back to its previous settings (or failed) shows as such.
         kept.exports = new.exports.compactMap { exports[$0.address]?.spec }
         spec = kept
@@ -140,11 +147,11 @@ public final class Server: @unchecked Sendable {
         // Dropped before reopening: its image lock and a block device's exclusive open must be released.
         exports[address] = nil
         do throws(ConfigError) {
-            exports[address] = try ExportRuntime(spec: new, stateDirectory: spec.stateDirectory, pcap: pcap, log: log, recordsMetrics: spec.metrics != nil)
+            exports[address] = try open(new)
             log.log(.info, "reload: e\(address) restarted with its new settings")
         } catch {
             log.log(.error, "reload: e\(address): \(error); serving it with its previous settings")
-            exports[address] = try? ExportRuntime(spec: previous, stateDirectory: spec.stateDirectory, pcap: pcap, log: log, recordsMetrics: spec.metrics != nil)
+            exports[address] = try? open(previous)
             if exports[address] == nil { log.log(.error, "reload: e\(address) could not be opened again; not served") }
         }
         exports[address]?.start(log: log)

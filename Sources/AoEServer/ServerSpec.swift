@@ -16,6 +16,8 @@ public struct ServerSpec: Hashable, Sendable {
     public var pcapLimit: Int?
     /// Where the Prometheus endpoint listens; nil: off.
     public var metrics: ListenAddress?
+    /// Frames are received through a PACKET_RX_RING where the kernel allows it; false: recvmmsg always.
+    public var packetRing = true
 
     public init(exports: [ExportSpec], stateDirectory: String? = nil) {
         self.exports = exports

@@ -141,6 +141,9 @@ struct AoETargetCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Serve Prometheus metrics at http://HOST:PORT/metrics (off by default). Bind to loopback (127.0.0.1) unless the network in between is trusted: the endpoint has no authentication.", valueName: "HOST:PORT"))
     var metrics: String?
 
+    @Flag(name: .customLong("no-packet-ring"), help: "Receive frames with recvmmsg instead of a PACKET_RX_RING (the ring takes frames without a system call; without it, or when the kernel refuses it, recvmmsg is used). Config file: packet_ring = false.")
+    var noPacketRing = false
+
     @Flag(help: "Log every request (rate-limited) and debug details.")
     var verbose = false
 
@@ -149,6 +152,7 @@ struct AoETargetCommand: ParsableCommand {
         buffers != 64 || readOnly || direct || sync || macMask != nil || offset != 0 || length != nil || !configString.isEmpty
             || model != "Swift AoE target" || serial != nil || ioEngine != .automatic || workers != 16 || passthrough || injectErrors != nil || cephID != nil || failover
             || allowATA != nil || allowAllATA || pcap != nil || pcapLimit != nil || stateDirectory != nil || metrics != nil
+            || noPacketRing
     }
 
     func validate() throws {
@@ -248,6 +252,7 @@ struct AoETargetCommand: ParsableCommand {
         } else {
             spec = ServerSpec(exports: [try commandLineExport()], stateDirectory: stateDirectory)
             spec.pcap = pcap
+            spec.packetRing = !noPacketRing
             if let pcapLimit {
                 guard pcap != nil else { throw fail("--pcap-limit needs --pcap FILE") }
                 guard let bytes = DeviceOpener.parseSize(pcapLimit), bytes >= 16 << 10, bytes <= Int.max else {

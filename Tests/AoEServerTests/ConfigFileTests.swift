@@ -23,6 +23,7 @@ final class ConfigFileTests: XCTestCase {
             pcap = "/tmp/all.pcap"
             pcap_limit = "100M"
             metrics = "127.0.0.1:9110"
+            packet_ring = false
 
             [[export]]
             shelf = 7
@@ -57,6 +58,8 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(spec.pcap, "/tmp/all.pcap")
         XCTAssertEqual(spec.pcapLimit, 100 << 20)
         XCTAssertEqual(spec.metrics, ListenAddress(host: "127.0.0.1", port: 9110))
+        XCTAssertFalse(spec.packetRing)
+        XCTAssertTrue(try parse(base).packetRing, "the ring is the default")
         XCTAssertEqual(spec.exports.count, 2)
         let a = spec.exports[0]
         XCTAssertEqual(a.address, ShelfSlot(shelf: 7, slot: 3))
@@ -73,8 +76,8 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(a.ioEngine, .threads)
         XCTAssertEqual(a.workers, 4)
         XCTAssertEqual(a.faultPlan, FaultPlan(operations: [.write, .flush], percent: 2.5, seed: 7))
-        XCTAssertEqual(a.origin.description, "aoe.toml:7")
-        XCTAssertEqual(a.location(of: "workers").description, "aoe.toml:23")
+        XCTAssertEqual(a.origin.description, "aoe.toml:8")
+        XCTAssertEqual(a.location(of: "workers").description, "aoe.toml:24")
         let b = spec.exports[1]
         XCTAssertTrue(b.passthrough)
         XCTAssertEqual(b.allowATA, [0x2F, 0x92])
@@ -107,7 +110,7 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(error(base + "syncc = true\n"),
                        "aoe.toml:6: 'syncc': unknown key in [[export]] (known: \(ConfigFile.exportKeys.joined(separator: ", ")))")
         XCTAssertEqual(error("statedir = \"/x\"\n" + base),
-                       "aoe.toml:1: 'statedir': unknown key (known at the top level: state_dir, log_level, pcap, pcap_limit, metrics, export)")
+                       "aoe.toml:1: 'statedir': unknown key (known at the top level: state_dir, log_level, pcap, pcap_limit, metrics, packet_ring, export)")
     }
 
     func testWrongTypesNameTheKeyAndBothTypes() {
@@ -139,6 +142,7 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(error("state_dir = \"state\"\n" + base), "aoe.toml:1: 'state_dir': must be an absolute path, not 'state'")
         XCTAssertEqual(error("metrics = \"127.0.0.1\"\n" + base), "aoe.toml:1: 'metrics': must be HOST:PORT, e.g. 127.0.0.1:9110, not '127.0.0.1'")
         XCTAssertEqual(error("metrics = \"localhost:70000\"\n" + base), "aoe.toml:1: 'metrics': must be HOST:PORT, e.g. 127.0.0.1:9110, not 'localhost:70000'")
+        XCTAssertEqual(error("packet_ring = \"yes\"\n" + base), "aoe.toml:1: 'packet_ring': must be true or false, not a string")
         XCTAssertEqual(error("pcap_limit = \"1K\"\n" + base), "aoe.toml:1: 'pcap_limit': must be a size of at least 16K, e.g. \"100M\", not '1K'")
         XCTAssertEqual(error(base.replacingOccurrences(of: "[\"eth1\"]", with: "[]")), "aoe.toml:4: 'interfaces': must name at least one interface")
     }
