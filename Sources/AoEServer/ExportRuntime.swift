@@ -88,10 +88,13 @@ final class ExportRuntime: @unchecked Sendable {
     /// Opens the device and a socket per interface. Nothing is served until `start`.
     /// - Parameter recordsMetrics: the server serves a metrics endpoint, so per-request figures are recorded.
     /// - Parameter packetRing: receive through a PACKET_RX_RING where the kernel allows it.
-    init(spec: ExportSpec, stateDirectory: String?, pcap: PcapWriter?, log: TargetLog, recordsMetrics: Bool, packetRing: Bool) throws(ConfigError) {
+    /// - Parameter carried: the open device of the export this one replaces, when it served actively with the
+    ///   same device settings: it is served as it is, holding what it holds (an RBD image's exclusive lock).
+    init(spec: ExportSpec, stateDirectory: String?, pcap: PcapWriter?, log: TargetLog, recordsMetrics: Bool, packetRing: Bool,
+         carrying carried: (any BlockDevice)? = nil) throws(ConfigError) {
         self.spec = spec
         if let problem = spec.problem { throw ConfigError(spec.location(of: problem.key), key: problem.key, problem.message) }
-        device = try DeviceOpener.open(spec)
+        if let carried { device = carried } else { device = try DeviceOpener.open(spec) }
         var configuration = spec.targetConfiguration
         configuration.recordsMetrics = recordsMetrics
         state = try Self.loadState(spec, configuration: configuration, stateDirectory: stateDirectory, log: log)
@@ -127,7 +130,7 @@ final class ExportRuntime: @unchecked Sendable {
             }
         }
         let exportLog = log.labelled("e\(spec.address)@\(link.interfaceName)")
-        let role = try (device as? RBDImage).map { (image) throws(ConfigError) in try Self.role(of: image, spec, log: exportLog) } ?? .active
+        let role = carried != nil ? .active : try (device as? RBDImage).map { (image) throws(ConfigError) in try Self.role(of: image, spec, log: exportLog) } ?? .active
         let target = Target(configuration: configuration, device: device, link: link,
                             log: exportLog, passThroughPolicy: policy, state: state, role: role)
         if spec.ioEngine == .ioUring && !target.usesIOUring && !device.capabilities.neverBlocks && !spec.passthrough {

@@ -1,5 +1,6 @@
 import AoEWire
 import AoETarget
+import BlockDevices
 import LinuxSystem
 import PacketTransport
 import Synchronization
@@ -30,9 +31,9 @@ public final class Server: @unchecked Sendable {
     }
 
     /// An export with the process-wide settings this server started with.
-    private func open(_ export: ExportSpec) throws(ConfigError) -> ExportRuntime {
+    private func open(_ export: ExportSpec, carrying device: (any BlockDevice)? = nil) throws(ConfigError) -> ExportRuntime {
         try ExportRuntime(spec: export, stateDirectory: spec.stateDirectory, pcap: pcap, log: log,
-                          recordsMetrics: spec.metrics != nil, packetRing: spec.packetRing)
+                          recordsMetrics: spec.metrics != nil, packetRing: spec.packetRing, carrying: device)
     }
 
     public func start() {
@@ -140,18 +141,23 @@ public final class Server: @unchecked Sendable {
     }
 
     /// Drains an export (requests in flight answered, device flushed), closes it and opens it with `new`; if
-    /// that fails, opens it again as it was.
+    /// that fails, opens it again as it was. When the device settings are the same and the export was active,
+    /// the open device carries over: an RBD image keeps its exclusive lock (a failover peer never sees it
+    /// free, so a reload is not a takeover), a block device its exclusive open. A standby or fenced export's
+    /// device is opened again: that is how a fenced export serves again.
     private func restart(_ address: ShelfSlot, to new: ExportSpec) {
-        guard let previous = exports[address]?.spec else { return }
-        exports[address]?.stop()
-        // Dropped before reopening: its image lock and a block device's exclusive open must be released.
+        guard let old = exports[address] else { return }
+        let previous = old.spec
+        old.stop()
+        let carried = new.deviceSettings == previous.deviceSettings && old.port.target.role == .active ? old.device : nil
+        // Dropped before reopening: an image lock or exclusive open that does not carry over must be released.
         exports[address] = nil
         do throws(ConfigError) {
-            exports[address] = try open(new)
-            log.log(.info, "reload: e\(address) restarted with its new settings")
+            exports[address] = try open(new, carrying: carried)
+            log.log(.info, "reload: e\(address) restarted with its new settings\(carried != nil ? " (its device kept open)" : "")")
         } catch {
             log.log(.error, "reload: e\(address): \(error); serving it with its previous settings")
-            exports[address] = try? open(previous)
+            exports[address] = try? open(previous, carrying: carried)
             if exports[address] == nil { log.log(.error, "reload: e\(address) could not be opened again; not served") }
         }
         exports[address]?.start(log: log)

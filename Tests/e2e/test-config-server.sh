@@ -131,6 +131,25 @@ check "back to the first settings: writes work again" aoectl write -i i1 1.3 --l
 check "... and 32 buffers" test "$(buffers_of 1.3)" = 32
 check "e1.3 was never restarted" test "$(grep -c 'e1.3@t1: serving' "$WORK/server.log")" = 1
 
+# A change that needs a restart but names the same image (the model string) keeps the device open; a new path
+# opens the new image. Data written before each restart is checked after it.
+head -c 4096 /dev/urandom >"$WORK/e4.bin"
+aoectl write -i i0 1.4 --lba 40 --input "$WORK/e4.bin"
+write_config "$E1" "$E3" "$(printf '%s\nmodel = "renamed"\n' "$E4")"
+kill -HUP "$TARGET_PID"; sleep 0.5
+check "same image: restarted with its device kept open" grep -q "reload: e1.4 restarted with its new settings (its device kept open)" "$WORK/server.log"
+check "same image: the new model is served" grep -q "renamed" <(aoectl identify -i i0 1.4)
+aoectl read -i i0 1.4 --lba 40 --count 8 --output "$WORK/e4r.bin"
+check "same image: what was written before reads back" cmp -s "$WORK/e4.bin" "$WORK/e4r.bin"
+cp "$WORK/disk4.img" "$WORK/disk4b.img"
+truncate -s 32M "$WORK/disk4b.img"
+write_config "$E1" "$E3" "$(printf '%s\nmodel = "renamed"\n' "$E4" | sed "s|disk4.img|disk4b.img|")"
+kill -HUP "$TARGET_PID"; sleep 0.5
+check "new path: restarted, the device opened anew" bash -c 'grep "reload: e1.4 restarted" "$1" | tail -1 | grep -qv "kept open"' _ "$WORK/server.log"
+check "new path: the new image is served (32 MiB)" grep -qx "sectors: 65536" <(aoectl identify -i i0 1.4)
+write_config "$E1" "$E3" "$E4"
+kill -HUP "$TARGET_PID"; sleep 0.5
+
 # An invalid file on reload changes nothing.
 printf 'state_dir = "%s"\n[[export]]\nshelf = "one"\n' "$STATE" >"$CONF"
 kill -HUP "$TARGET_PID"

@@ -58,6 +58,35 @@ aoectl bench -i i0 1.1 --rw read --qd 16 --bs 4k --count 512 --region 0:32768 --
 check "negative control: another seed's pattern is not found" test $rc -ne 0 -a "$(jq .verify_mismatches "$WORK/wrongseed.json")" -gt 0
 stop_target
 
+# A reload that restarts the export with the same image (here a new model string, which needs a restart) keeps
+# the image open: the exclusive lock never changes hands, so a failover peer would not see it free, and I/O
+# written before the reload reads back after it.
+cat >"$WORK/rbd.toml" <<EOF
+state_dir = "$WORK/state"
+[[export]]
+shelf = 1
+slot = 1
+interfaces = ["t0"]
+path = "rbd:rbd/img"
+buffers = 64
+failover = true
+EOF
+start_target "$WORK/t4.log" --config "$WORK/rbd.toml"
+aoectl bench -i i0 1.1 --rw write --qd 16 --bs 4k --count 1024 --region 0:8192 --verify --seed 13 --json >"$WORK/pre.json"
+check "before the reload: 1024 blocks written and verified" test "$(jq -c '[.verify_mismatches, .verified_blocks, .errors]' "$WORK/pre.json")" = "[0,1024,0]"
+owner_before=$(ceph_rbd lock ls rbd/img 2>&1)
+sed -i 's/^buffers = 64$/buffers = 64\nmodel = "reloaded"/' "$WORK/rbd.toml"
+kill -HUP "$TARGET_PID"
+for _ in $(seq 100); do grep -q "restarted with its new settings" "$WORK/t4.log" && break; sleep 0.1; done
+check "reload: restarted with the image kept open" grep -q "e1.1 restarted with its new settings (its device kept open)" "$WORK/t4.log"
+owner_after=$(ceph_rbd lock ls rbd/img 2>&1)
+check "reload: the same client holds the exclusive lock ($(tr '\n' ' ' <<<"$owner_after" | head -c 120))" \
+    test -n "$owner_before" -a "$owner_before" = "$owner_after"
+check "reload: the new model is served" grep -q "reloaded" <(aoectl identify -i i0 1.1)
+aoectl bench -i i0 1.1 --rw read --qd 16 --bs 4k --count 1024 --region 0:8192 --verify-existing --seed 13 --json >"$WORK/post.json"
+check "after the reload: every block written before it reads back" test "$(jq -c '[.verify_mismatches, .errors]' "$WORK/post.json")" = "[0,0]"
+stop_target
+
 # Clear errors.
 expect_error() { # expect_error WHAT EXIT PATTERN ARGS...: exit code EXIT (1: cannot serve, 64: usage) and PATTERN said
     local what=$1 want=$2 pattern=$3; shift 3
