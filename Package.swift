@@ -34,7 +34,7 @@ let package = Package(
         // The kernel's TCMU ring and the configfs objects of a tcm_loop disk: the I/O edge of `aoectl attach`.
         .target(name: "TCMU", dependencies: ["LinuxSystem", "CLinuxShims"]),
         // aoectl attach: SCSI commands from the TCMU ring answered over AoE.
-        .target(name: "DiskAttach", dependencies: ["TCMU", "SCSIEmulation", "AoEInitiator", "ATACore", "AoEWire"]),
+        .target(name: "DiskAttach", dependencies: ["TCMU", "SCSIEmulation", "AoEInitiator", "ATACore", "AoEWire", "LinuxSystem"]),
         .target(name: "PacketTransport", dependencies: ["AoEWire", "LinuxSystem", "CLinuxShims", "CPcap"]),
         .target(name: "AoETarget", dependencies: [
             "AoEWire", "ATACore", "BlockDevices", "PacketTransport", "LinuxSystem",

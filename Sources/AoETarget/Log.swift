@@ -24,10 +24,8 @@ public final class TargetLog: @unchecked Sendable {
     private let style: Style
     private let sink: @Sendable (String) -> Void
     private let lock = ConditionLock()
-    /// Per kind: when its window started, lines in it, lines left out, and the level of the last one left out.
-    private var windowStart: [Double]
-    private var linesInWindow: [Int]
-    private var suppressed: [Int]
+    /// Per kind: its budget of lines, and the highest level of the lines it left out.
+    private var budgets: [LineBudget]
     private var suppressedLevel: [Level]
     /// Per-frame lines allowed each second, per kind.
     public let frameLinesPerSecond: Int
@@ -43,9 +41,7 @@ public final class TargetLog: @unchecked Sendable {
         logger.logLevel = minimum.loggerLevel
         if let export { logger[metadataKey: "export"] = .string(export) }
         let kinds = FrameEvent.allCases.count
-        windowStart = Array(repeating: -1e9, count: kinds)
-        linesInWindow = Array(repeating: 0, count: kinds)
-        suppressed = Array(repeating: 0, count: kinds)
+        budgets = Array(repeating: LineBudget(perSecond: frameLinesPerSecond), count: kinds)
         suppressedLevel = Array(repeating: .debug, count: kinds)
     }
 
@@ -95,20 +91,14 @@ public final class TargetLog: @unchecked Sendable {
         let now = monotonicSeconds()
         let k = kind.rawValue
         let (allowed, report): (Bool, (Int, Level)?) = lock.withLock {
+            let (allowed, ended) = budgets[k].take(now: now)
             var report: (Int, Level)? = nil
-            if now - windowStart[k] >= 1 {
-                if suppressed[k] > 0 { report = (suppressed[k], suppressedLevel[k]) }
-                windowStart[k] = now
-                linesInWindow[k] = 0
-                suppressed[k] = 0
+            if ended > 0 {
+                report = (ended, suppressedLevel[k])
+                suppressedLevel[k] = .debug
             }
-            if linesInWindow[k] < frameLinesPerSecond {
-                linesInWindow[k] += 1
-                return (true, report)
-            }
-            suppressed[k] += 1
-            suppressedLevel[k] = max(suppressedLevel[k], level)
-            return (false, report)
+            if !allowed { suppressedLevel[k] = max(suppressedLevel[k], level) }
+            return (allowed, report)
         }
         if let (count, worst) = report { log(worst, "\(count) more \(kind.name) in the last second, not logged") }
         if allowed { log(level, message(), peer: peer, tag: tag) }
@@ -119,9 +109,10 @@ public final class TargetLog: @unchecked Sendable {
         let now = monotonicSeconds()
         let due: [(FrameEvent, Int, Level)] = lock.withLock {
             var due: [(FrameEvent, Int, Level)] = []
-            for kind in FrameEvent.allCases where suppressed[kind.rawValue] > 0 && now - windowStart[kind.rawValue] >= 1 {
-                due.append((kind, suppressed[kind.rawValue], suppressedLevel[kind.rawValue]))
-                suppressed[kind.rawValue] = 0
+            for kind in FrameEvent.allCases {
+                let count = budgets[kind.rawValue].takeLeftOut(now: now)
+                guard count > 0 else { continue }
+                due.append((kind, count, suppressedLevel[kind.rawValue]))
                 suppressedLevel[kind.rawValue] = .debug
             }
             return due

@@ -3,6 +3,7 @@ import AoEWire
 import AoEInitiator
 import SCSIEmulation
 import TCMU
+import LinuxSystem
 
 /// Serves a TCMU ring from an AoE target: each SCSI command the kernel queues becomes an answer emulated
 /// here (SCSIDisk) or block I/O and ATA commands for the engine, whose completions become the SCSI status.
@@ -47,6 +48,8 @@ public final class TCMUBridge: BlockIOSource {
     private let waitForCommands: (Double) -> Void
     private let stopRequested: () -> Bool
     private let log: (String) -> Void
+    /// A guest that floods unknown commands gets its refusals logged ten a second, the rest counted.
+    private var refusalLines = LineBudget(perSecond: 10)
     private var pending: [Pending?]
     /// BlockIOs made but not handed to the engine yet (a FIFO of `queuedCount` from `queuedHead`).
     private var queued: [BlockIO]
@@ -85,7 +88,11 @@ public final class TCMUBridge: BlockIOSource {
         if queuedCount == 0 && ringError == nil && !stopRequested() {
             takeCommands()
             // Nothing to do at all: sleep on the ring rather than spin the engine's loop.
-            if queuedCount == 0 && outstanding == 0 && !ring.hasPending { waitForCommands(0.2); takeCommands() }
+            if queuedCount == 0 && outstanding == 0 && !ring.hasPending {
+                reportLeftOutRefusals(refusalLines.takeLeftOut(now: now))
+                waitForCommands(0.2)
+                takeCommands()
+            }
         }
         if ring.unannounced > 0 { announceCompletions() }
         guard queuedCount > 0 else { return nil }
@@ -94,6 +101,10 @@ public final class TCMUBridge: BlockIOSource {
         queuedCount -= 1
         outstanding += 1
         return io
+    }
+
+    private func reportLeftOutRefusals(_ count: Int) {
+        if count > 0 { log("aoectl attach: \(count) more refused CDBs in the last second, not logged") }
     }
 
     private func announceCompletions() {
@@ -129,7 +140,9 @@ public final class TCMUBridge: BlockIOSource {
         case .respond(let result):
             if let refusal = result.refusal {
                 counters.refused += 1
-                log("aoectl attach: refused CDB \(hexBytes(command.cdb.prefix(max(6, SCSIDisk.cdbLength(command.cdb.first ?? 0xFF))))): \(refusal)")
+                let (allowed, leftOut) = refusalLines.take(now: monotonicSeconds())
+                reportLeftOutRefusals(leftOut)
+                if allowed { log("aoectl attach: refused CDB \(hexBytes(command.cdb.prefix(max(6, SCSIDisk.cdbLength(command.cdb.first ?? 0xFF))))): \(refusal)") }
             }
             finish(slot: slot, id: command.id, result, buffers: command.buffers)
         case .read(let lba, let sectors):

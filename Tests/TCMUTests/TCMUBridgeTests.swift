@@ -49,6 +49,34 @@ final class TCMUBridgeTests: XCTestCase {
         k.reap()
     }
 
+    /// A guest that floods commands the disk refuses gets ten lines a second; the rest are counted, and the
+    /// count is logged when the next window opens.
+    func testRefusedCommandsAreLoggedTenASecondAndTheRestCounted() throws {
+        let (client, info) = try connect(MemoryDevice(sectors: 64))
+        let k = FakeKernel(ringSize: 8192)   // room for all 26 entries at once
+        let ring = try TCMURing(base: k.base, size: k.size, slots: 32, maxBuffers: 8)
+        let identify = try client.identify(info)
+        let disk = SCSIDisk(drive: DriveDescription(identify: identify, capacitySectors: identify.sectors,
+                                                    maxTransferSectors: 64, passThroughMaxSectors: info.sectorsPerFrame))
+        let lines = Mutex<[String]>([])
+        let wanted = Atomic<Int>(25)
+        let bridge = TCMUBridge(ring: ring, disk: disk, announce: { k.reap() }, waitForCommands: { _ in },
+                                stopRequested: { k.completed.count >= wanted.load(ordering: .relaxed) },
+                                log: { line in lines.withLock { $0.append(line) } })
+        for id in 1...25 { k.queue(id: UInt16(id), cdb: [0xC1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], dataLength: 0) }
+        try BlockIOEngine(link: client.link, target: info, queueDepth: 8).run(bridge)
+        k.reap()
+        XCTAssertEqual(k.completed.count, 25)
+        XCTAssertEqual(bridge.counters.refused, 25)
+        XCTAssertEqual(lines.withLock { $0.filter { $0.hasPrefix("aoectl attach: refused CDB ") }.count }, 10)
+        usleep(1_100_000)
+        k.queue(id: 26, cdb: [0xC1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], dataLength: 0)
+        wanted.store(26, ordering: .relaxed)
+        try BlockIOEngine(link: client.link, target: info, queueDepth: 8).run(bridge)
+        XCTAssertEqual(lines.withLock { $0.filter { $0.hasPrefix("aoectl attach: refused CDB ") }.count }, 11)
+        XCTAssertTrue(lines.withLock { $0.contains("aoectl attach: 15 more refused CDBs in the last second, not logged") }, "\(lines.withLock { $0 })")
+    }
+
     func data(_ k: FakeKernel, at offset: Int, count: Int) -> [UInt8] {
         Array(UnsafeRawBufferPointer(start: k.base + offset, count: count))
     }
