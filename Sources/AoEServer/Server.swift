@@ -92,8 +92,10 @@ public final class Server: @unchecked Sendable {
     public func reload(to new: ServerSpec) throws(ConfigError) {
         let plan = Self.plan(from: spec, to: new)
         let newSpecs = Dictionary(uniqueKeysWithValues: new.exports.map { ($0.address, $0) })
-        if new.stateDirectory != spec.stateDirectory || new.pcap != spec.pcap || new.pcapLimit != spec.pcapLimit || new.logLevel != spec.logLevel
-            || new.metrics != spec.metrics || new.packetRing != spec.packetRing {
+        // Everything but the exports is process-wide: compared as the whole spec with the exports set aside.
+        var newProcessSettings = new
+        newProcessSettings.exports = spec.exports
+        if newProcessSettings != spec {
             log.log(.warning, "reload: state_dir, log_level, pcap, pcap_limit, metrics and packet_ring take effect at the next start")
         }
         var opened: [ShelfSlot: ExportRuntime] = [:]
@@ -127,16 +129,9 @@ public final class Server: @unchecked Sendable {
                 restart(address, to: newSpecs[address]!)
             }
         }
-        var kept = new
-        kept.stateDirectory = spec.stateDirectory
-        kept.pcap = spec.pcap
-        kept.pcapLimit = spec.pcapLimit
-        kept.logLevel = spec.logLevel
-        kept.metrics = spec.metrics
-        kept.packetRing = spec.packetRing
-        // What is really served: an export that fell back to its previous settings (or failed) shows as such.
-        kept.exports = new.exports.compactMap { exports[$0.address]?.spec }
-        spec = kept
+        // The process-wide settings stay as started. What is really served: an export that fell back to its
+        // previous settings (or failed) shows as such.
+        spec.exports = new.exports.compactMap { exports[$0.address]?.spec }
         publish()
     }
 

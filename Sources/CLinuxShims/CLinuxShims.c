@@ -234,19 +234,19 @@ int CLinuxShims_rxRingOpen(int fd, unsigned frameBytes, unsigned frameCount, CLi
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version) != 0) return -1;
     struct tpacket_req req = { .tp_block_size = blockSize, .tp_block_nr = blocks, .tp_frame_size = frameSize,
                                .tp_frame_nr = blocks * perBlock };
-    if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) != 0) {
-        int saved = errno;
-        version = TPACKET_V1;
-        setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version);
-        errno = saved;
-        return -1;
-    }
     size_t length = (size_t)blockSize * blocks;
-    void *map = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) {
+    void *map = MAP_FAILED;
+    if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) == 0) {
+        map = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) {
+            int saved = errno;
+            struct tpacket_req none = { 0 };
+            setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &none, sizeof none);
+            errno = saved;
+        }
+    }
+    if (map == MAP_FAILED) {   /* the socket as it was: no ring, version 1 */
         int saved = errno;
-        struct tpacket_req none = { 0 };
-        setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &none, sizeof none);
         version = TPACKET_V1;
         setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version);
         errno = saved;
@@ -262,19 +262,19 @@ void CLinuxShims_rxRingClose(CLinuxShims_RxRing *ring) {
     ring->map = NULL;
 }
 
-static inline struct tpacket2_hdr *rxRingSlot(const CLinuxShims_RxRing *ring, unsigned index) {
-    return (struct tpacket2_hdr *)((char *)ring->map + (size_t)(index / ring->framesPerBlock) * ring->blockSize
-                                   + (size_t)(index % ring->framesPerBlock) * ring->frameSize);
+void *CLinuxShims_rxRingSlot(const CLinuxShims_RxRing *ring, unsigned index) {
+    return (char *)ring->map + (size_t)(index / ring->framesPerBlock) * ring->blockSize
+           + (size_t)(index % ring->framesPerBlock) * ring->frameSize;
 }
 
-const void *CLinuxShims_rxRingFrame(const CLinuxShims_RxRing *ring, unsigned index, unsigned *length, int *truncated) {
-    struct tpacket2_hdr *h = rxRingSlot(ring, index);
+const void *CLinuxShims_rxRingFrame(void *slot, unsigned *length, int *truncated) {
+    struct tpacket2_hdr *h = slot;
     if (!(__atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE) & TP_STATUS_USER)) return NULL;
     *length = h->tp_snaplen;
     *truncated = h->tp_snaplen < h->tp_len;
     return (const char *)h + h->tp_mac;
 }
 
-void CLinuxShims_rxRingRelease(const CLinuxShims_RxRing *ring, unsigned index) {
-    __atomic_store_n(&rxRingSlot(ring, index)->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+void CLinuxShims_rxRingRelease(void *slot) {
+    __atomic_store_n(&((struct tpacket2_hdr *)slot)->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
 }

@@ -176,12 +176,13 @@ public final class PacketSocket: FrameLink, @unchecked Sendable {
         while n < count {
             var length: UInt32 = 0
             var truncated: Int32 = 0
-            guard let bytes = CLinuxShims_rxRingFrame(ring, ringHead, &length, &truncated) else { break }
+            let slot = CLinuxShims_rxRingSlot(ring, ringHead)
+            guard let bytes = CLinuxShims_rxRingFrame(slot, &length, &truncated) else { break }
             let fits = truncated == 0 && Int(length) <= frames[n].capacity
             if fits { frames[n].base.copyMemory(from: bytes, byteCount: Int(length)) }
             // Cut short by the ring slot or longer than ours: length 0, so the parser rejects it, as MSG_TRUNC.
             frames[n].length = fits ? Int(length) : 0
-            CLinuxShims_rxRingRelease(ring, ringHead)
+            CLinuxShims_rxRingRelease(slot)
             ringHead = ringHead + 1 == ring.pointee.frameCount ? 0 : ringHead + 1
             pcap?.record(frames[n].bytes)
             n += 1

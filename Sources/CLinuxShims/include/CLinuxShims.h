@@ -114,10 +114,12 @@ typedef struct CLinuxShims_RxRing {
 /// version or the ring is refused).
 int CLinuxShims_rxRingOpen(int fd, unsigned frameBytes, unsigned frameCount, CLinuxShims_RxRing *ring);
 void CLinuxShims_rxRingClose(CLinuxShims_RxRing *ring);
-/// Slot `index` when the kernel has handed it to us: its frame's bytes, length and whether the slot cut it
-/// short; NULL while the kernel owns it. The status word is read with acquire, so the bytes are complete.
-const void *CLinuxShims_rxRingFrame(const CLinuxShims_RxRing *ring, unsigned index, unsigned *length, int *truncated);
-/// Gives slot `index` back to the kernel (release: our reads of it are done first).
-void CLinuxShims_rxRingRelease(const CLinuxShims_RxRing *ring, unsigned index);
+/// Where ring slot `index` (0 ..< frameCount, the kernel's fill order) starts.
+void *CLinuxShims_rxRingSlot(const CLinuxShims_RxRing *ring, unsigned index);
+/// A slot's frame when the kernel has handed it to us: its bytes, length and whether the slot cut it short;
+/// NULL while the kernel owns it. The status word is read with acquire, so the bytes are complete.
+const void *CLinuxShims_rxRingFrame(void *slot, unsigned *length, int *truncated);
+/// Gives a slot back to the kernel (release: our reads of it are done first).
+void CLinuxShims_rxRingRelease(void *slot);
 
 #endif
