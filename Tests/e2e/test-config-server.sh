@@ -147,6 +147,11 @@ write_config "$E1" "$E3" "$(printf '%s\nmodel = "renamed"\n' "$E4" | sed "s|disk
 kill -HUP "$TARGET_PID"; sleep 0.5
 check "new path: restarted, the device opened anew" bash -c 'grep "reload: e1.4 restarted" "$1" | tail -1 | grep -qv "kept open"' _ "$WORK/server.log"
 check "new path: the new image is served (32 MiB)" grep -qx "sectors: 65536" <(aoectl identify -i i0 1.4)
+check "no process-wide setting changed so far: no next-start warning" bash -c '! grep -q "take effect at the next start" "$1"' _ "$WORK/server.log"
+{ cat "$CONF"; } | sed 's/^log_level = "info"$/log_level = "info"\npacket_ring = false/' >"$CONF.new" && mv "$CONF.new" "$CONF"
+kill -HUP "$TARGET_PID"; sleep 0.5
+check "a process-wide change (packet_ring) is logged as taking effect at the next start" \
+    grep -q "reload: state_dir, log_level, pcap, pcap_limit, metrics and packet_ring take effect at the next start" "$WORK/server.log"
 write_config "$E1" "$E3" "$E4"
 kill -HUP "$TARGET_PID"; sleep 0.5
 
