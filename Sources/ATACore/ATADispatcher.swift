@@ -8,12 +8,15 @@ public struct ExportCapabilities: Hashable, Sendable {
     public var canFlush: Bool
     /// Largest sector count one frame can carry on this interface (min of device cap and (MTU-36)/512).
     public var maxSectorsPerCommand: Int
+    /// DATA SET MANAGEMENT TRIM is served (the device can discard).
+    public var canTrim: Bool
 
-    public init(sectors: UInt64, writable: Bool, canFlush: Bool, maxSectorsPerCommand: Int) {
+    public init(sectors: UInt64, writable: Bool, canFlush: Bool, maxSectorsPerCommand: Int, canTrim: Bool = false) {
         self.sectors = sectors
         self.writable = writable
         self.canFlush = canFlush
         self.maxSectorsPerCommand = maxSectorsPerCommand
+        self.canTrim = canTrim
     }
 }
 
@@ -25,6 +28,9 @@ public enum ATAOperation: Hashable, Sendable {
     case write(lba: UInt64, count: Int)
     /// Make every write completed before this one durable.
     case flush
+    /// DATA SET MANAGEMENT TRIM: discard the ranges in the request's `blocks` 512-byte blocks of LBA Range
+    /// Entries (`TrimRangeList` reads them).
+    case trim(blocks: Int)
     /// Reply with the export's IDENTIFY page.
     case identify
     /// SET FEATURES 02h / 82h.
@@ -39,7 +45,7 @@ public enum ATAOperation: Hashable, Sendable {
     /// Whether the operation changes the media (and so must be ordered against overlapping requests).
     public var writesMedia: Bool {
         switch self {
-        case .write: true
+        case .write, .trim: true
         case .passThrough(let command): command.writesMedia
         default: false
         }
@@ -131,6 +137,15 @@ public enum ATADispatcher {
 
         case .checkPowerMode:
             return .reply(.ok(request, count: powerModeActive))
+
+        case .dataSetManagement:
+            // Feature bit 0 is TRIM, the only DSM function ACS-3 defines; COUNT is the number of 512-byte blocks
+            // of range entries (0 is reserved), at most what IDENTIFY word 105 promises.
+            let blocks = Int(request.count)
+            guard request.featureError & TrimRangeList.trimFeature != 0, c.canTrim, c.writable,
+                  (1...TrimRangeList.maxBlocks).contains(blocks) else { return .reply(.aborted(request)) }
+            guard payloadLength >= blocks * AoELayout.sectorSize else { return .aoeError(.badArgument) }
+            return .trim(blocks: blocks)
 
         case .setFeatures:
             switch request.featureError {

@@ -10,9 +10,13 @@ public struct IdentifyParameters: Hashable, Sendable {
     public var writeCacheEnabled: Bool
     /// Words 83/86 bits 12 and 13: FLUSH CACHE and FLUSH CACHE EXT.
     public var flushSupported: Bool
+    /// Word 169 bit 0: DATA SET MANAGEMENT TRIM; nil when not supported.
+    public var trim: TrimReadBack?
 
     public init(sectors: UInt64, model: String, serial: String, firmware: String,
-                writeCacheSupported: Bool = true, writeCacheEnabled: Bool = true, flushSupported: Bool = true) {
+                writeCacheSupported: Bool = true, writeCacheEnabled: Bool = true, flushSupported: Bool = true,
+                trim: TrimReadBack? = nil) {
+        self.trim = trim
         self.sectors = sectors
         self.model = model
         self.serial = serial
@@ -22,6 +26,10 @@ public struct IdentifyParameters: Hashable, Sendable {
         self.flushSupported = flushSupported
     }
 }
+
+/// What a trimmed sector reads back as (IDENTIFY word 69): always the same data (bit 14, DRAT), and zeros
+/// (bit 5, RZAT) for a device that frees or zeroes it.
+public enum TrimReadBack: Hashable, Sendable { case deterministic, zeros }
 
 /// The 512-byte IDENTIFY DEVICE data (ACS-3 7.12.7), built and decoded. Words are little-endian; ATA
 /// strings put the first character of each pair in the high byte.
@@ -74,6 +82,11 @@ public struct IdentifyPage: Hashable, Sendable {
         w[87] = 0x4000
         for i in 0..<4 { w[100 + i] = UInt16(truncatingIfNeeded: p.sectors >> (16 * UInt64(i))) }
         w[106] = 0x4000  // bit 14: word valid; 512-byte logical = physical sectors
+        if let trim = p.trim {
+            w[69] = 0x4000 | (trim == .zeros ? 0x0020 : 0)  // bit 14 deterministic read after TRIM, bit 5 zeros
+            w[105] = UInt16(TrimRangeList.maxBlocks)  // 512-byte blocks of range entries per command
+            w[169] = 0x0001  // DATA SET MANAGEMENT TRIM supported
+        }
         w[255] = 0x00A5  // checksum signature; the checksum byte is computed below
         words = w
         words[255] |= UInt16(checksumByte()) << 8
@@ -126,6 +139,12 @@ public struct IdentifyPage: Hashable, Sendable {
     /// Word 82 bit 0 / word 85 bit 0: SMART feature set.
     public var smartSupported: Bool { words[82] & 0x0001 != 0 }
     public var smartEnabled: Bool { words[85] & 0x0001 != 0 }
+    /// Word 169 bit 0: DATA SET MANAGEMENT TRIM.
+    public var trimSupported: Bool { words[169] & 0x0001 != 0 }
+    /// Word 69 bit 5: a trimmed sector reads back as zeros.
+    public var trimReadsZeros: Bool { trimSupported && words[69] & 0x4020 == 0x4020 }
+    /// Word 105: blocks of range entries one DSM command may carry (0: not reported, read as 1).
+    public var maxTrimBlocks: Int { max(1, Int(words[105])) }
     /// Word 76 bit 8: NCQ.
     public var ncqSupported: Bool { words[76] != 0xFFFF && words[76] & 0x0100 != 0 }
     public var queueDepth: Int { Int(words[75] & 0x1F) + 1 }

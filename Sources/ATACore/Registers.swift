@@ -5,6 +5,7 @@ public struct ATACommand: RawRepresentable, Hashable, Sendable, CustomStringConv
     public init(rawValue: UInt8) { self.rawValue = rawValue }
     public init(_ rawValue: UInt8) { self.rawValue = rawValue }
 
+    public static let dataSetManagement = ATACommand(0x06)
     public static let readSectors = ATACommand(0x20)
     public static let readSectorsExt = ATACommand(0x24)
     public static let readDMAExt = ATACommand(0x25)
@@ -27,7 +28,8 @@ public struct ATACommand: RawRepresentable, Hashable, Sendable, CustomStringConv
     /// low nibble of the Device register (AoE LBA3).
     public var usesLBA48: Bool {
         switch self {
-        case .readSectorsExt, .readDMAExt, .writeSectorsExt, .writeDMAExt, .readVerifySectorsExt, .flushCacheExt, .readLogExt:
+        case .readSectorsExt, .readDMAExt, .writeSectorsExt, .writeDMAExt, .readVerifySectorsExt, .flushCacheExt, .readLogExt,
+             .dataSetManagement:
             true
         default:
             false

@@ -206,6 +206,22 @@ public final class AoEClient: @unchecked Sendable {
         return ATAResult(registers: registers, data: payload)
     }
 
+    /// DATA SET MANAGEMENT TRIM of `ranges` (sectors [lba, lba + count) each), in as many commands as their
+    /// entries need at `blocksPerCommand` blocks of entries a command (IDENTIFY word 105), one after another.
+    /// TRIM is safe to repeat, so a lost reply is simply asked again.
+    public func trim(_ target: TargetInfo, ranges: [(lba: UInt64, count: UInt64)], blocksPerCommand: Int = 1, timeout: Double = 3) throws(ClientError) {
+        for payload in TrimRangeList.commandPayloads(ranges, blocksPerCommand: blocksPerCommand) {
+            let task = ATAHeader(flags: .extended, errFeature: TrimRangeList.trimFeature,
+                                 sectorCount: UInt8(payload.count / AoELayout.sectorSize),
+                                 cmdStatus: ATACommand.dataSetManagement.rawValue, lba: 0)
+            let result = try ata(target, task, data: payload, timeout: timeout)
+            if result.status.contains(.error) {
+                let first = UInt64(littleEndian: payload.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }) & 0xFFFF_FFFF_FFFF
+                throw .ataFailed(status: result.registers.cmdStatus, error: result.registers.errFeature, lba: first)
+            }
+        }
+    }
+
     /// IDENTIFY DEVICE, decoded.
     public func identify(_ target: TargetInfo) throws(ClientError) -> IdentifyPage {
         let result = try ata(target, ATAHeader(sectorCount: 1, cmdStatus: ATACommand.identifyDevice.rawValue, lba: 0xA000_0000), readSectors: 1)

@@ -50,6 +50,8 @@ public final class MetricsExporter: Sendable {
         (.mergedRequests, "merged_requests", "Requests that went to the device merged with adjacent ones."),
         (.retransmitsAbsorbed, "retransmits_absorbed", "Retransmissions of a request still in flight, answered by its one reply instead of repeating the device work."),
         (.cachedReads, "page_cache_reads", "Reads answered from the page cache without queuing."),
+        (.trims, "trims", "DATA SET MANAGEMENT TRIM commands that discarded sectors."),
+        (.sectorsTrimmed, "sectors_trimmed", "Sectors discarded by TRIM."),
         (.sendErrors, "send_errors", "Replies the kernel refused to send."),
         (.receiveErrors, "receive_errors", "Failed receive calls."),
         (.stateSaveErrors, "state_save_errors", "Protocol state changes that could not be saved (not applied)."),

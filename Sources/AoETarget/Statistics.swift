@@ -12,7 +12,7 @@ public final class TargetStatistics: @unchecked Sendable {
         case reads, writes, flushes, identifies, bytesRead, bytesWritten, deviceErrors
         case sendErrors, receiveErrors, mtuChanges, fdatasyncs
         case passThroughCommands, passThroughRefused, mergedRequests, cachedReads, stateSaveErrors, ringSubmitRetries
-        case receiveStalledNoSlots, droppedNotActive, retransmitsAbsorbed
+        case receiveStalledNoSlots, droppedNotActive, retransmitsAbsorbed, trims, sectorsTrimmed
 
         public var name: String {
             switch self {
@@ -51,6 +51,8 @@ public final class TargetStatistics: @unchecked Sendable {
             case .receiveStalledNoSlots: "receive_stalled_no_frame_slots"
             case .droppedNotActive: "dropped_not_active"
             case .retransmitsAbsorbed: "retransmits_absorbed"
+            case .trims: "trims"
+            case .sectorsTrimmed: "sectors_trimmed"
             }
         }
     }

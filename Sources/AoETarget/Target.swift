@@ -53,6 +53,9 @@ public final class Target: @unchecked Sendable {
     private let segments: UnsafeMutablePointer<iovec>
     private let memberCount: UnsafeMutablePointer<Int>
     private let transferBytes: UnsafeMutablePointer<Int>
+    /// Per slot: the ranges of a TRIM it holds, decoded from its range entries for the device.
+    private let trimRanges: UnsafeMutablePointer<SectorRange>
+    private let trimRangeCount: UnsafeMutablePointer<Int>
     @exclusivity(unchecked) private var candidates: [MergeRule.Candidate] = []
     @exclusivity(unchecked) private var runs: [Int] = []
     @exclusivity(unchecked) private var commits: GroupCommit
@@ -184,6 +187,10 @@ public final class Target: @unchecked Sendable {
         memberCount.initialize(repeating: 0, count: slots)
         transferBytes = .allocate(capacity: slots)
         transferBytes.initialize(repeating: 0, count: slots)
+        // Mapped, not touched, until a TRIM uses a slot's block of ranges.
+        trimRanges = .allocate(capacity: slots * Self.maxTrimRanges)
+        trimRangeCount = .allocate(capacity: slots)
+        trimRangeCount.initialize(repeating: 0, count: slots)
         candidates.reserveCapacity(slots)
         runs.reserveCapacity(slots)
         commits = GroupCommit(capacity: slots)
@@ -207,7 +214,8 @@ public final class Target: @unchecked Sendable {
             serial: configuration.serial ?? Self.serial(for: device.identity),
             firmware: configuration.firmware,
             writeCacheSupported: device.capabilities.writable, writeCacheEnabled: false,
-            flushSupported: device.capabilities.canFlush)
+            flushSupported: device.capabilities.canFlush,
+            trim: device.capabilities.discard.map { $0 == .zeros ? .zeros : .deterministic })
         identifyPages = Self.identifyPages(identifyParameters)
         resizable = device as? any ResizableDevice
     }
@@ -238,6 +246,8 @@ public final class Target: @unchecked Sendable {
         pending.deallocate()
         memberCount.deallocate()
         transferBytes.deallocate()
+        trimRanges.deallocate()
+        trimRangeCount.deallocate()
         finishedOperations.deallocate()
         finishedBytes.deallocate()
         flushSubmittedAt.deallocate()
@@ -335,7 +345,8 @@ public final class Target: @unchecked Sendable {
 
     var capabilities: ExportCapabilities {
         ExportCapabilities(sectors: device.sectorCount, writable: device.capabilities.writable && !forcedReadOnly.load(ordering: .relaxed),
-                           canFlush: device.capabilities.canFlush, maxSectorsPerCommand: maxSectors)
+                           canFlush: device.capabilities.canFlush, maxSectorsPerCommand: maxSectors,
+                           canTrim: device.capabilities.discard != nil)
     }
 
     /// Re-reads the MTU; logs and counts a change.
@@ -746,6 +757,8 @@ public final class Target: @unchecked Sendable {
             return .reply
         case .read, .write, .flush:
             return enqueueDeviceWork(&frame, header, ata, operation, slot: slot)
+        case .trim(let blocks):
+            return enqueueTrim(&frame, header, ata, blocks: blocks, slot: slot)
         case .passThrough:
             preconditionFailure("the dispatcher never plans pass-through")
         }
@@ -764,6 +777,33 @@ public final class Target: @unchecked Sendable {
             return enqueue(&frame, header, ata, operation, slot: slot, range: (0, device.sectorCount))
         default:
             preconditionFailure("\(operation) is not device work")
+        }
+    }
+
+    /// Most ranges one TRIM carries.
+    static let maxTrimRanges = TrimRangeList.maxBlocks * TrimRangeList.entriesPerBlock
+
+    /// A TRIM: every range is checked before anything is discarded (one past the end aborts the command, ACS-3
+    /// 7.5.3.3), decoded into the slot's ranges, and ordered as one write over the span that holds them all.
+    private func enqueueTrim(_ frame: inout Frame, _ header: AoEHeader, _ ata: ATAHeader, blocks: Int, slot: Int) -> Disposition {
+        let entries = UnsafeRawBufferPointer(frame.payload(count: blocks * AoELayout.sectorSize))
+        switch TrimRangeList.check(entries, sectors: device.sectorCount) {
+        case .outOfRange:
+            finishATA(&frame, header, ata, .aborted(TaskFile(ata)), dataBytes: 0)
+            return .reply
+        case .empty:
+            finishATA(&frame, header, ata, .ok(TaskFile(ata)), dataBytes: 0)
+            return .reply
+        case .ranges(let count, let start, let end):
+            let ranges = trimRanges + slot * Self.maxTrimRanges
+            var n = 0
+            TrimRangeList.forEach(entries) { lba, sectors in
+                ranges[n] = SectorRange(lba: lba, count: sectors)
+                n += 1
+            }
+            precondition(n == count && n <= Self.maxTrimRanges)
+            trimRangeCount[slot] = n
+            return enqueue(&frame, header, ata, .trim(blocks: blocks), slot: slot, range: (start, end - start))
         }
     }
 
@@ -900,6 +940,8 @@ public final class Target: @unchecked Sendable {
             case .flush:
                 submitFlush(token: head)
                 continue
+            case .trim:
+                operation = .discard(ranges: trimRanges + head * Self.maxTrimRanges, count: trimRangeCount[head])
             case .passThrough(let command):
                 operation = .passThrough(command)
             default:
@@ -971,6 +1013,14 @@ public final class Target: @unchecked Sendable {
             finishATA(&pending[head].frame, first.header, first.ata, result.registers,
                       dataBytes: result.dataArrived ? first.operation.dataBytes : 0)
             answered(head)
+        case .trim:
+            countTrim(first, ranges: UnsafeBufferPointer(start: trimRanges + head * Self.maxTrimRanges, count: trimRangeCount[head]),
+                      failure: completion.failure)
+            if completion.failure == nil && first.durable {
+                commits.writeCompleted(head)
+            } else {
+                finishTransfer(head: head, succeeded: completion.failure == nil)
+            }
         default:
             countTransfer(first, requests: memberCount[head], bytes: transferBytes[head], failure: completion.failure)
             if completion.failure == nil && first.operation.writesMedia && first.durable {
@@ -1068,6 +1118,17 @@ public final class Target: @unchecked Sendable {
         } else {
             statistics.add(write ? .writes : .reads, requests)
             statistics.add(write ? .bytesWritten : .bytesRead, bytes)
+        }
+    }
+
+    /// Statistics (and the log line on failure) for one TRIM.
+    func countTrim(_ request: PendingRequest, ranges: UnsafeBufferPointer<SectorRange>, failure: DeviceError?) {
+        if let failure {
+            statistics.add(.deviceErrors)
+            log.frame(.deviceError, .error, "TRIM of \(ranges.count) range(s) failed: \(failure); replying ABRT", peer: request.header.source, tag: request.header.tag)
+        } else {
+            statistics.add(.trims)
+            statistics.add(.sectorsTrimmed, ranges.reduce(0) { $0 + $1.count })
         }
     }
 

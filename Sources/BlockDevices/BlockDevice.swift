@@ -1,3 +1,4 @@
+import Glibc
 import LinuxSystem
 
 /// What a device can do, asked once when it is opened and then enforced by the ATA dispatcher.
@@ -10,12 +11,31 @@ public struct DeviceCapabilities: Hashable, Sendable {
     /// Operations finish in microseconds and never wait for a disk (memory-backed: null, tmpfs), so the
     /// target runs them on its receive thread instead of handing them to a worker.
     public var neverBlocks: Bool
+    /// The device can discard sectors (`BlockDevice.discard`), and what a discarded sector reads back as; nil
+    /// when it cannot (read-only, a drive behind SG_IO).
+    public var discard: DiscardedSectors?
 
-    public init(writable: Bool, canFlush: Bool, bufferAlignment: Int = 1, neverBlocks: Bool = false) {
+    public init(writable: Bool, canFlush: Bool, bufferAlignment: Int = 1, neverBlocks: Bool = false,
+                discard: DiscardedSectors? = nil) {
         self.writable = writable
         self.canFlush = canFlush
         self.bufferAlignment = bufferAlignment
         self.neverBlocks = neverBlocks
+        self.discard = writable ? discard : nil
+    }
+}
+
+/// What a discarded sector reads back as: zeros (a hole punched in a file, a block device zeroed), or the same
+/// unspecified data every time (librbd skips discards of partial objects).
+public enum DiscardedSectors: Hashable, Sendable { case zeros, unchanged }
+
+/// Sectors [lba, lba + count) of a device.
+public struct SectorRange: Hashable, Sendable {
+    public var lba: UInt64
+    public var count: Int
+    public init(lba: UInt64, count: Int) {
+        self.lba = lba
+        self.count = count
     }
 }
 
@@ -45,6 +65,9 @@ public protocol BlockDevice: AnyObject, Sendable {
     func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError)
     func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError)
     func flush() throws(DeviceError)
+    /// Gives the sectors back (punches a hole, unmaps them); they read back as `capabilities.discard` says.
+    /// Called only when `capabilities.discard` is set.
+    func discard(_ range: SectorRange) throws(DeviceError)
 
     /// Reads only if the data is already in memory (page cache), without waiting for a disk; false otherwise
     /// (and the buffer's contents are then unspecified). Lets a target answer cached reads at once.
@@ -68,6 +91,11 @@ public protocol FileBackedDevice: BlockDevice {
 }
 
 extension BlockDevice {
+    /// Devices that cannot discard never have it called (their `capabilities.discard` is nil).
+    public func discard(_ range: SectorRange) throws(DeviceError) {
+        throw DeviceError(SystemError(call: "discard", errno: EOPNOTSUPP, context: name))
+    }
+
     public func readIfCached(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) -> Bool { false }
 
     /// One call per buffer, for devices without vectored I/O.

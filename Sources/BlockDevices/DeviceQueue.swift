@@ -6,8 +6,10 @@ import LinuxSystem
 /// media, starting at `lba`, and the segments in order (adjacent requests merged by the target are one
 /// transfer). The caller keeps the segments and their memory valid until the completion is reaped.
 public struct DeviceRequest: @unchecked Sendable {
-    public enum Operation: Sendable {
+    public enum Operation: @unchecked Sendable {
         case read, write, flush
+        /// Discard `count` ranges (`BlockDevice.discard`), at `ranges`; the request's lba and segments are unused.
+        case discard(ranges: UnsafePointer<SectorRange>, count: Int)
         /// One ATA command for the drive as sent (`ATAPassThroughDevice`); data in or out through segment 0.
         case passThrough(PassThroughCommand)
     }
@@ -110,6 +112,8 @@ extension DeviceRequest {
                 }
             case .flush:
                 try device.flush()
+            case .discard(let ranges, let count):
+                for i in 0..<count { try device.discard(ranges[i]) }
             case .passThrough(let command):
                 guard let drive = device as? any ATAPassThroughDevice else {
                     preconditionFailure("pass-through submitted for \(device.name), which is not a drive")

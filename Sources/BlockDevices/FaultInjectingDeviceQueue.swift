@@ -4,7 +4,7 @@ import LinuxSystem
 /// Which requests fail on purpose, for testing how initiators handle a failing disk (nbdkit's error filter):
 /// a share of the reads, writes or flushes, chosen by a seeded generator so a run can be repeated.
 public struct FaultPlan: Hashable, Sendable, CustomStringConvertible {
-    public enum Operation: String, Hashable, Sendable, CaseIterable { case read, write, flush }
+    public enum Operation: String, Hashable, Sendable, CaseIterable { case read, write, flush, discard }
     public var operations: Set<Operation>
     /// 0...100.
     public var percent: Double
@@ -40,7 +40,7 @@ public struct FaultPlan: Hashable, Sendable, CustomStringConvertible {
         return "\(names):\(percent):\(seed)"
     }
 
-    public static let syntax = "OPS:PERCENT[:SEED] (OPS: read, write, flush, comma-separated, or all)"
+    public static let syntax = "OPS:PERCENT[:SEED] (OPS: read, write, flush, discard, comma-separated, or all)"
 }
 
 /// A wrapper over any device queue that fails requests by a `FaultPlan` with EIO instead of running them, and
@@ -80,6 +80,7 @@ public final class FaultInjectingDeviceQueue: DeviceQueue {
         case .read: .read
         case .write: .write
         case .flush: .flush
+        case .discard: .discard
         case .passThrough: nil
         }
         if let operation, plan.operations.contains(operation), nextPercent() < plan.percent {

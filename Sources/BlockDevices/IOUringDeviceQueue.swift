@@ -26,6 +26,9 @@ public final class IOUringDeviceQueue: DeviceQueue, @unchecked Sendable {
     static let bounceSize = 128 << 10
     static let bounceCount = 32
     private var freeBounce: [Int]
+    /// Per discard token: its ranges still in the ring, and the first error among those done (0: none).
+    private var discardsLeft: [Int]
+    private var discardErrno: [Int32]
 
     private var unsubmitted = 0
     private var pollArmed = false
@@ -57,6 +60,8 @@ public final class IOUringDeviceQueue: DeviceQueue, @unchecked Sendable {
             bounce = nil
         }
         freeBounce = bounce == nil ? [] : Array(0..<Self.bounceCount)
+        discardsLeft = Array(repeating: 0, count: tokenCapacity)
+        discardErrno = Array(repeating: 0, count: tokenCapacity)
         reapedData = .allocate(capacity: reapCapacity)
         reapedResults = .allocate(capacity: reapCapacity)
     }
@@ -109,6 +114,16 @@ public final class IOUringDeviceQueue: DeviceQueue, @unchecked Sendable {
                                          offset: offset, userData: userData) }
         case .flush:
             prepare { $0.prepareDatasync(fd: device.fileDescriptor, userData: userData) }
+        case .discard(let ranges, let count):
+            // One fallocate per range, all under the request's token; it completes with the last of them.
+            precondition(count > 0)
+            discardsLeft[token] = count
+            discardErrno[token] = 0
+            for i in 0..<count {
+                let offset = device.fileOffset(of: ranges[i].lba), length = ranges[i].count * sectorSize
+                prepare { $0.prepareFallocate(fd: device.fileDescriptor, mode: Syscall.punchHoleMode, offset: offset,
+                                              length: length, userData: userData) }
+            }
         case .passThrough:
             preconditionFailure("pass-through does not go through io_uring")
         }
@@ -141,6 +156,11 @@ public final class IOUringDeviceQueue: DeviceQueue, @unchecked Sendable {
                     continue
                 }
                 let token = Int(reapedData[i])
+                if case .discard = requests[token].operation {
+                    if reapedResults[i] < 0 && discardErrno[token] == 0 { discardErrno[token] = -reapedResults[i] }
+                    discardsLeft[token] -= 1
+                    if discardsLeft[token] > 0 { continue }
+                }
                 body(complete(token: token, result: reapedResults[i]))
                 (requests + token).deinitialize(count: 1)
                 outstanding -= 1
@@ -163,6 +183,12 @@ public final class IOUringDeviceQueue: DeviceQueue, @unchecked Sendable {
             Syscall.fdatasyncCalls.add(1, ordering: .relaxed)   // counted done, not queued
             guard result >= 0 else {
                 return DeviceCompletion(token: token, failure: DeviceError(SystemError(call: "fdatasync", errno: -result, context: device.name)))
+            }
+            return DeviceCompletion(token: token)
+        case .discard(let ranges, _):
+            guard discardErrno[token] == 0 else {
+                return DeviceCompletion(token: token, failure: DeviceError(SystemError(
+                    call: "fallocate(PUNCH_HOLE)", errno: discardErrno[token], context: "\(device.name) from byte \(device.fileOffset(of: ranges[0].lba))")))
             }
             return DeviceCompletion(token: token)
         default:

@@ -106,7 +106,8 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
         direct = options.direct
         byteOffset = Int(options.offsetSectors) * sectorSize
         capabilities = DeviceCapabilities(writable: !options.readOnly, canFlush: true, bufferAlignment: alignment,
-                                          neverBlocks: storage.isMemory)
+                                          neverBlocks: storage.isMemory,
+                                          discard: !options.readOnly && Self.canPunchHoles(fd, storage: storage) ? .zeros : nil)
         if storage.isMemory && !options.direct {
             memoryMap = MemoryMap(fd: fd, byteOffset: byteOffset, bytes: Int(sectorCount) * sectorSize, writable: !options.readOnly)
         }
@@ -257,6 +258,34 @@ public final class ImageDevice: FileBackedDevice, @unchecked Sendable {
     }
 
     public static let maxVectors = 64
+
+    /// Whether `discard` can work here. A block device zeroes a punched range only with WRITE ZEROES (the kernel
+    /// never falls back to writing zeros for it), which sysfs reports per disk. A file's filesystem is asked with
+    /// a hole punched past its end, which changes nothing where holes are supported (ext4, xfs, btrfs, tmpfs)
+    /// and fails where they are not (ramfs, vfat).
+    static func canPunchHoles(_ fd: Int32, storage: Storage) -> Bool {
+        guard let st = try? Syscall.fstat(fd, context: "") else { return false }
+        if storage == .blockDevice {
+            let (major, minor) = Syscall.deviceNumbers(st.st_rdev)
+            let device = "/sys/dev/block/\(major):\(minor)"
+            // A partition has no queue of its own: its disk's is one level up.
+            for queue in ["\(device)/queue", "\(device)/../queue"] {
+                if let text = Syscall.readSmallTextFile("\(queue)/write_zeroes_max_bytes"), let limit = Int(text) { return limit > 0 }
+            }
+            return false
+        }
+        let pastEnd = (Int(st.st_size) + 4095) / 4096 * 4096 + 4096
+        return (try? Syscall.punchHole(fd, offset: pastEnd, length: 4096, context: "")) != nil
+    }
+
+    /// A hole punched in the file (ext4, xfs, btrfs, tmpfs), or a block device's sectors zeroed by discard or
+    /// WRITE ZEROES; a filesystem or disk that can do neither says EOPNOTSUPP, which the initiator gets as ABRT.
+    public func discard(_ range: SectorRange) throws(DeviceError) {
+        do throws(SystemError) {
+            try Syscall.punchHole(fd, offset: fileOffset(of: range.lba), length: range.count * sectorSize,
+                                  context: "\(path) at byte \(fileOffset(of: range.lba))")
+        } catch { throw DeviceError(error) }
+    }
 
     public func flush() throws(DeviceError) {
         do { try Syscall.fdatasync(fd, context: path) } catch { throw DeviceError(error) }

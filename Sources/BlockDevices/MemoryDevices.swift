@@ -9,7 +9,7 @@ public final class NullDevice: BlockDevice {
 
     public init(sectors: UInt64, readOnly: Bool = false) {
         sectorCount = sectors
-        capabilities = DeviceCapabilities(writable: !readOnly, canFlush: true, neverBlocks: true)
+        capabilities = DeviceCapabilities(writable: !readOnly, canFlush: true, neverBlocks: true, discard: .zeros)
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at lba: UInt64) throws(DeviceError) {
@@ -17,6 +17,7 @@ public final class NullDevice: BlockDevice {
     }
     public func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {}
     public func flush() throws(DeviceError) {}
+    public func discard(_ range: SectorRange) throws(DeviceError) {}
 }
 
 /// A device in memory, for tests. Records flushes so tests can check ordering against replies.
@@ -31,7 +32,7 @@ public final class MemoryDevice: BlockDevice {
     /// - Parameter neverBlocks: served inline, like tmpfs; otherwise like a disk (on threads).
     public init(sectors: UInt64, writable: Bool = true, neverBlocks: Bool = false) {
         sectorCount = sectors
-        capabilities = DeviceCapabilities(writable: writable, canFlush: true, neverBlocks: neverBlocks)
+        capabilities = DeviceCapabilities(writable: writable, canFlush: true, neverBlocks: neverBlocks, discard: .zeros)
         storage = Mutex([UInt8](repeating: 0, count: Int(sectors) * sectorSize))
     }
 
@@ -50,6 +51,13 @@ public final class MemoryDevice: BlockDevice {
     }
 
     public func flush() throws(DeviceError) { flushCount.add(1, ordering: .relaxed) }
+
+    public func discard(_ range: SectorRange) throws(DeviceError) {
+        storage.withLock { bytes in
+            let start = Int(range.lba) * sectorSize
+            bytes.replaceSubrange(start..<(start + range.count * sectorSize), with: repeatElement(0, count: range.count * sectorSize))
+        }
+    }
 
     public func contents(lba: UInt64, count: Int) -> [UInt8] {
         storage.withLock { Array($0[(Int(lba) * sectorSize)..<((Int(lba) + count) * sectorSize)]) }

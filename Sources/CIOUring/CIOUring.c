@@ -45,6 +45,14 @@ int CIOUring_prepareDatasync(CIOUring *r, int fd, uint64_t data) {
     return 0;
 }
 
+int CIOUring_prepareFallocate(CIOUring *r, int fd, int mode, uint64_t offset, uint64_t length, uint64_t data) {
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+    if (!sqe) return -EBUSY;
+    io_uring_prep_fallocate(sqe, fd, mode, offset, length);
+    io_uring_sqe_set_data64(sqe, data);
+    return 0;
+}
+
 int CIOUring_prepareNop(CIOUring *r, uint64_t data) {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
     if (!sqe) return -EBUSY;

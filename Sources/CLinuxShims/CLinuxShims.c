@@ -91,6 +91,8 @@ int CLinuxShims_hasCapability(int capability) {
 
 int CLinuxShims_O_DIRECT(void) { return O_DIRECT; }
 
+int CLinuxShims_fallocate(int fd, int mode, int64_t offset, int64_t length) { return fallocate(fd, mode, offset, length); }
+
 #include <sys/uio.h>
 ssize_t CLinuxShims_preadNoWait(int fd, void *buffer, size_t length, off_t offset) {
     struct iovec v = { .iov_base = buffer, .iov_len = length };

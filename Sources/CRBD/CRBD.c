@@ -32,11 +32,13 @@
     F(ssize_t, rbd_read, (rbd_image_t a, uint64_t b, size_t c, char *d), (a, b, c, d)) \
     F(ssize_t, rbd_write, (rbd_image_t a, uint64_t b, size_t c, const char *d), (a, b, c, d)) \
     F(int, rbd_flush, (rbd_image_t a), (a)) \
+    F(int, rbd_discard, (rbd_image_t a, uint64_t b, uint64_t c), (a, b, c)) \
     F(int, rbd_set_image_notification, (rbd_image_t a, int b, int c), (a, b, c)) \
     F(int, rbd_aio_create_completion, (void *a, rbd_callback_t b, rbd_completion_t *c), (a, b, c)) \
     F(int, rbd_aio_readv, (rbd_image_t a, const struct iovec *b, int c, uint64_t d, rbd_completion_t e), (a, b, c, d, e)) \
     F(int, rbd_aio_writev, (rbd_image_t a, const struct iovec *b, int c, uint64_t d, rbd_completion_t e), (a, b, c, d, e)) \
     F(int, rbd_aio_flush, (rbd_image_t a, rbd_completion_t b), (a, b)) \
+    F(int, rbd_aio_discard, (rbd_image_t a, uint64_t b, uint64_t c, rbd_completion_t d), (a, b, c, d)) \
     V(rbd_aio_release, (rbd_completion_t a), (a)) \
     F(void *, rbd_aio_get_arg, (rbd_completion_t a), (a)) \
     F(ssize_t, rbd_aio_get_return_value, (rbd_completion_t a), (a)) \

@@ -53,6 +53,12 @@ public final class IOUring: @unchecked Sendable {
         return CIOUring_prepareDatasync(ring, fd, userData) == 0
     }
 
+    /// Queues an fallocate(2) (a hole punched: `Syscall.punchHoleMode`).
+    public func prepareFallocate(fd: Int32, mode: Int32, offset: Int, length: Int, userData: UInt64) -> Bool {
+        precondition(userData < Self.userDataLimit)
+        return CIOUring_prepareFallocate(ring, fd, mode, UInt64(offset), UInt64(length), userData) == 0
+    }
+
     /// Queues a one-shot wait for `fd` to become readable (frames queued on a socket).
     public func preparePollIn(fd: Int32, userData: UInt64) -> Bool {
         precondition(userData < Self.userDataLimit)

@@ -48,6 +48,26 @@ public enum Syscall {
         return st
     }
 
+    /// The first 4 KiB of a small text file (sysfs, procfs), without its trailing newline; nil when it cannot
+    /// be read.
+    public static func readSmallTextFile(_ path: String) -> String? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 4096)
+        let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard n >= 0 else { return nil }
+        var text = String(decoding: bytes[0..<n], as: UTF8.self)
+        while text.last == "\n" { text.removeLast() }
+        return text
+    }
+
+    /// The major and minor numbers of a device number (st_rdev), as glibc's gnu_dev_major/minor split it.
+    public static func deviceNumbers(_ rdev: dev_t) -> (major: UInt32, minor: UInt32) {
+        let d = UInt64(rdev)
+        return (UInt32((d >> 8) & 0xFFF | (d >> 32) & 0xFFFF_F000), UInt32(d & 0xFF | (d >> 12) & 0xFFFF_FF00))
+    }
+
     /// flock(fd, LOCK_EX | LOCK_NB). Returns false when another process holds the lock.
     public static func tryExclusiveLock(_ fd: Int32, context: String) throws(SystemError) -> Bool {
         while true {
@@ -264,6 +284,15 @@ public enum Syscall {
         _ = try retrying("fdatasync", context) { Glibc.fdatasync(fd) }
         fdatasyncCalls.add(1, ordering: .relaxed)
     }
+
+    /// fallocate(2) with PUNCH_HOLE | KEEP_SIZE: frees the bytes of a file (they read back as zeros) or zeroes
+    /// those of a block device, without changing the size.
+    public static func punchHole(_ fd: Int32, offset: Int, length: Int, context: @autoclosure () -> String) throws(SystemError) {
+        _ = try retrying("fallocate(PUNCH_HOLE)", context()) { CLinuxShims_fallocate(fd, punchHoleMode, Int64(offset), Int64(length)) }
+    }
+
+    /// FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (linux/falloc.h).
+    public static let punchHoleMode: Int32 = 0x02 | 0x01
 
     /// The memory and file-offset alignment O_DIRECT needs on `fd` (statx STATX_DIOALIGN); nil when the kernel,
     /// the filesystem or the device does not say.

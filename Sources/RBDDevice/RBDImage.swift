@@ -66,8 +66,9 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
         }
         _ = aoe_rados_conf_parse_env(cluster, nil)
         // Acknowledged means committed by the OSDs: librbd's cache would acknowledge writes from memory once a
-        // flush has been seen.
-        for (key, value) in [("rbd_cache", "false"), ("client_mount_timeout", "\(Self.connectTimeoutSeconds)"),
+        // flush has been seen. A discard of part of an object zeroes that part instead of being skipped, so a
+        // trimmed sector always reads back as zeros (what IDENTIFY then promises).
+        for (key, value) in [("rbd_cache", "false"), ("rbd_skip_partial_discard", "false"), ("client_mount_timeout", "\(Self.connectTimeoutSeconds)"),
                              ("rados_mon_op_timeout", "\(Self.connectTimeoutSeconds)"),
                              ("rados_osd_op_timeout", "\(Self.operationTimeoutSeconds)")] {
             rc = aoe_rados_conf_set(cluster, key, value)
@@ -127,7 +128,7 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
         }
         sectors = Atomic(bytes / UInt64(sectorSize))
         hasExclusiveLock = features & UInt64(RBD_FEATURE_EXCLUSIVE_LOCK) != 0
-        capabilities = DeviceCapabilities(writable: !readOnly, canFlush: true)
+        capabilities = DeviceCapabilities(writable: !readOnly, canFlush: true, discard: .zeros)
         identity = "rbd:\(imageName.pool)/\(imageID)"
         if sectorCount == 0 {
             close()
@@ -257,6 +258,11 @@ public final class RBDImage: QueuedBlockDevice, ExclusivelyOwnedDevice, Resizabl
     public func flush() throws(DeviceError) {
         let rc = aoe_rbd_flush(image)
         if rc < 0 { throw DeviceError(SystemError(call: "rbd_flush", errno: -rc)) }
+    }
+
+    public func discard(_ range: SectorRange) throws(DeviceError) {
+        let rc = aoe_rbd_discard(image, range.lba * UInt64(sectorSize), UInt64(range.count * sectorSize))
+        if rc < 0 { throw DeviceError(SystemError(call: "rbd_discard", errno: -rc, context: "lba \(range.lba)")) }
     }
 
     static func check(_ result: Int, expected: Int, call: String, lba: UInt64) throws(DeviceError) {

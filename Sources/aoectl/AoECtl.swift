@@ -14,7 +14,7 @@ struct AoECtl: ParsableCommand {
         Numbers may be decimal or 0x-hex. --json prints exactly one JSON object on stdout. Needs root or \
         CAP_NET_RAW. Tags carry bit 31, so a Linux aoe initiator on the same host ignores our traffic.
         """,
-        subcommands: [Discover.self, Identify.self, Smart.self, ATA.self, Read.self, Write.self,
+        subcommands: [Discover.self, Identify.self, Smart.self, ATA.self, Read.self, Write.self, Discard.self,
                       Config.self, Mask.self, Reserve.self, Bench.self, Attach.self, Detach.self])
 }
 
@@ -73,6 +73,7 @@ struct Identify: ParsableCommand {
                            "write_cache_enabled": page.writeCacheEnabled, "flush_cache": page.flushCacheSupported,
                            "flush_cache_ext": page.flushCacheExtSupported, "smart_supported": page.smartSupported,
                            "smart_enabled": page.smartEnabled, "ncq": page.ncqSupported, "checksum_valid": page.checksumIsValid,
+                           "trim": page.trimSupported, "trim_reads_zeros": page.trimReadsZeros,
                            "raw": page.bytes.map { String(format: "%02x", $0) }.joined()])
                 return
             }
@@ -88,6 +89,7 @@ struct Identify: ParsableCommand {
             print("flush cache: \(page.flushCacheSupported ? "yes" : "no"), flush cache ext: \(page.flushCacheExtSupported ? "yes" : "no")")
             print("smart: \(page.smartSupported ? (page.smartEnabled ? "supported, enabled" : "supported, disabled") : "not supported")")
             print("ncq: \(page.ncqSupported ? "yes, depth \(page.queueDepth)" : "no")")
+            print("trim: \(page.trimSupported ? (page.trimReadsZeros ? "yes, trimmed sectors read as zeros" : "yes") : "no")")
             print("checksum: \(page.checksumIsValid ? "valid" : "INVALID")")
         }
     }
@@ -135,6 +137,31 @@ struct ATA: ParsableCommand {
                 if !result.data.isEmpty && output == nil { print(hexDump(result.data)) }
             }
             if ATAStatus(rawValue: r.cmdStatus).contains(.error) || ATAStatus(rawValue: r.cmdStatus).contains(.deviceFault) { throw ExitCode(2) }
+        }
+    }
+}
+
+struct Discard: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Discard sectors (DATA SET MANAGEMENT TRIM), like blkdiscard: the target gives their space back.",
+        discussion: "The target must say TRIM in its IDENTIFY page (an image on a filesystem with holes, a disk with WRITE ZEROES, an RBD image). Discarded sectors read back as zeros where IDENTIFY says so.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "SHELF.SLOT") var target: ShelfSlot
+    @Option(help: "First sector.") var lba: Number<UInt64>
+    @Option(help: "Number of sectors.") var count: Number<UInt64>
+
+    func run() throws {
+        try reporting {
+            guard count.value > 0 else { throw CLIError("--count must be at least 1") }
+            let (client, info) = try connection.connect(target)
+            let page = try client.identify(info)
+            guard page.trimSupported else { throw CLIError("e\(info.address) does not support TRIM (IDENTIFY word 169)") }
+            let (end, overflow) = lba.value.addingReportingOverflow(count.value)
+            guard !overflow, end <= page.sectors else {
+                throw CLIError("sectors \(lba.value)..<\(lba.value &+ count.value) reach past the end of e\(info.address) (\(page.sectors) sectors)")
+            }
+            try client.trim(info, ranges: [(lba.value, count.value)], blocksPerCommand: page.maxTrimBlocks, timeout: connection.timeout)
+            if connection.json { printJSON(["discarded_sectors": Int(count.value), "lba": Int(lba.value), "reads_zeros": page.trimReadsZeros]) }
         }
     }
 }

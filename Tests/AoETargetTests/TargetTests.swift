@@ -65,6 +65,10 @@ final class RecordingDevice: BlockDevice, @unchecked Sendable {
             next += UInt64(buffer.count / 512)
         }
     }
+    func discard(_ range: SectorRange) throws(DeviceError) {
+        try inner.discard(range)
+        events.append("discard \(range.lba) x\(range.count)")
+    }
     func flush() throws(DeviceError) {
         // A flush takes time, as on a disk, so concurrent writes pile up behind it and share the next one.
         usleepSeconds(0.01)

@@ -143,7 +143,8 @@ final class DeviceQueueTests: XCTestCase {
     func testFaultPlanSyntax() {
         XCTAssertEqual(FaultPlan(parsing: "write:5"), FaultPlan(operations: [.write], percent: 5, seed: 1))
         XCTAssertEqual(FaultPlan(parsing: "read,flush:0.5:42"), FaultPlan(operations: [.read, .flush], percent: 0.5, seed: 42))
-        XCTAssertEqual(FaultPlan(parsing: "all:100")?.operations, [.read, .write, .flush])
+        XCTAssertEqual(FaultPlan(parsing: "all:100")?.operations, [.read, .write, .flush, .discard])
+        XCTAssertEqual(FaultPlan(parsing: "discard:5"), FaultPlan(operations: [.discard], percent: 5, seed: 1))
         for bad in ["write", "write:", "write:101", "write:-1", "trim:5", ":5", "write:5:x", "write:5:1:2"] {
             XCTAssertNil(FaultPlan(parsing: bad), bad)
         }

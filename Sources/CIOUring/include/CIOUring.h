@@ -20,6 +20,7 @@ void CIOUring_destroy(CIOUring *ring);
 int CIOUring_prepareVectored(CIOUring *ring, int write, int fd, const struct iovec *vectors, unsigned count,
                              uint64_t offset, uint64_t userData);
 int CIOUring_prepareDatasync(CIOUring *ring, int fd, uint64_t userData);
+int CIOUring_prepareFallocate(CIOUring *ring, int fd, int mode, uint64_t offset, uint64_t length, uint64_t userData);
 int CIOUring_prepareNop(CIOUring *ring, uint64_t userData);
 /// One-shot poll for POLLIN on `fd` (a socket with frames queued).
 int CIOUring_preparePollIn(CIOUring *ring, int fd, uint64_t userData);

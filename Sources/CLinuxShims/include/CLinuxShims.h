@@ -58,6 +58,9 @@ ssize_t CLinuxShims_preadNoWait(int fd, void *buffer, size_t length, off_t offse
 /// O_DIRECT is a _GNU_SOURCE constant.
 int CLinuxShims_O_DIRECT(void);
 
+/// fallocate(2), a _GNU_SOURCE call: 0, or -1 with errno.
+int CLinuxShims_fallocate(int fd, int mode, int64_t offset, int64_t length);
+
 /// eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC): <sys/eventfd.h> is not in the Swift module.
 int CLinuxShims_eventCounter(void);
 

@@ -45,11 +45,13 @@ int aoe_rbd_lock_break(rbd_image_t image, rbd_lock_mode_t mode, const char *owne
 ssize_t aoe_rbd_read(rbd_image_t image, uint64_t offset, size_t length, char *buffer);
 ssize_t aoe_rbd_write(rbd_image_t image, uint64_t offset, size_t length, const char *buffer);
 int aoe_rbd_flush(rbd_image_t image);
+int aoe_rbd_discard(rbd_image_t image, uint64_t offset, uint64_t length);
 int aoe_rbd_set_image_notification(rbd_image_t image, int fd, int type);
 int aoe_rbd_aio_create_completion(void *argument, rbd_callback_t callback, rbd_completion_t *completion);
 int aoe_rbd_aio_readv(rbd_image_t image, const struct iovec *iov, int count, uint64_t offset, rbd_completion_t completion);
 int aoe_rbd_aio_writev(rbd_image_t image, const struct iovec *iov, int count, uint64_t offset, rbd_completion_t completion);
 int aoe_rbd_aio_flush(rbd_image_t image, rbd_completion_t completion);
+int aoe_rbd_aio_discard(rbd_image_t image, uint64_t offset, uint64_t length, rbd_completion_t completion);
 void aoe_rbd_aio_release(rbd_completion_t completion);
 void *aoe_rbd_aio_get_arg(rbd_completion_t completion);
 ssize_t aoe_rbd_aio_get_return_value(rbd_completion_t completion);
