@@ -2,7 +2,8 @@
 # An export on a Ceph RBD image (one-node cluster on the namespace's loopback, Tests/rbd/ceph-cluster.sh):
 # bench --verify through AoE; a resize while serving (IDENTIFY and reads past the old end follow it); data
 # written through AoE read back with librbd's own `rbd export` (and, as the
-# negative control, found different from a pattern that was not written); kill -9 under write load, restart,
+# negative control, found different from a pattern that was not written); TRIM of part of an object reads
+# back as zeros through librbd; kill -9 under write load, restart,
 # every acknowledged write present (--verify-existing); clear errors for a missing image, a wrong pool, an
 # image locked by another target and a cluster nobody answers for.
 . "$(dirname "$0")/../e2e/lib.sh"
@@ -27,6 +28,19 @@ ceph_rbd export rbd/img "$WORK/exported" >/dev/null 2>&1
 check "what AoE wrote is in the image (rbd export)" cmp -s "$WORK/pattern" <(dd if="$WORK/exported" bs=512 skip=100000 count=128 2>/dev/null)
 head -c 65536 /dev/urandom >"$WORK/other"
 check "negative control: a pattern not written does not compare equal" differs "$WORK/other" <(dd if="$WORK/exported" bs=512 skip=100000 count=128 2>/dev/null)
+
+# TRIM of 3 sectors inside that pattern (part of one 4 MiB object): librbd zeroes them (rbd_skip_partial_discard
+# off) instead of skipping a partial discard, so they read back as zeros, as IDENTIFY promises.
+check "identify: TRIM, reading zeros" grep -qx "trim: yes, trimmed sectors read as zeros" <(aoectl identify -i i0 1.1)
+check "aoectl discard of 3 sectors inside the pattern" aoectl discard -i i0 1.1 --lba 100010 --count 3
+python3 -c 'import sys; d = bytearray(open(sys.argv[1], "rb").read()); d[10 * 512:13 * 512] = bytes(1536); sys.stdout.buffer.write(d)' \
+    "$WORK/pattern" >"$WORK/trimmed"
+rm -f "$WORK/exported"   # rbd export never overwrites a file
+ceph_rbd export rbd/img "$WORK/exported" >/dev/null 2>&1
+check "after the discard: those 3 sectors are zeros in the image, the rest of the pattern is intact (rbd export)" \
+    cmp -s "$WORK/trimmed" <(dd if="$WORK/exported" bs=512 skip=100000 count=128 2>/dev/null)
+check "negative control: the pattern before the discard no longer compares equal" \
+    differs "$WORK/pattern" <(dd if="$WORK/exported" bs=512 skip=100000 count=128 2>/dev/null)
 
 # A resize while serving is noticed, logged and announced; IDENTIFY and the range check follow it.
 ceph_rbd resize --size 192M rbd/img >/dev/null 2>&1
