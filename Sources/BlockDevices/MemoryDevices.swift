@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 
 /// Reads return zeros, writes are discarded, any size: the ceiling reference for benchmarks (nbdkit's null plugin).
@@ -46,7 +47,8 @@ public final class MemoryDevice: BlockDevice {
     public func write(from buffer: UnsafeRawBufferPointer, at lba: UInt64) throws(DeviceError) {
         storage.withLock { bytes in
             let start = Int(lba) * sectorSize
-            bytes.replaceSubrange(start..<(start + buffer.count), with: buffer)
+            guard let source = buffer.baseAddress else { return }
+            bytes.withUnsafeMutableBytes { ($0.baseAddress! + start).copyMemory(from: source, byteCount: buffer.count) }
         }
     }
 
@@ -55,7 +57,7 @@ public final class MemoryDevice: BlockDevice {
     public func discard(_ range: SectorRange) throws(DeviceError) {
         storage.withLock { bytes in
             let start = Int(range.lba) * sectorSize
-            bytes.replaceSubrange(start..<(start + range.count * sectorSize), with: repeatElement(0, count: range.count * sectorSize))
+            _ = bytes.withUnsafeMutableBytes { memset($0.baseAddress! + start, 0, range.count * sectorSize) }
         }
     }
 

@@ -16,6 +16,7 @@ public final class TCMUBridge: BlockIOSource {
     enum Work {
         case transfer(write: Bool)
         case flush
+        case trim
         case passThrough(ATAPassThroughRequest)
     }
 
@@ -34,6 +35,7 @@ public final class TCMUBridge: BlockIOSource {
         public var reads = 0
         public var writes = 0
         public var flushes = 0
+        public var unmaps = 0
         public var passThroughs = 0
         public var refused = 0
         public var failed = 0
@@ -138,13 +140,7 @@ public final class TCMUBridge: BlockIOSource {
         let length = command.dataLength
         switch disk.action(forCDB: command.cdb, dataLength: length) {
         case .respond(let result):
-            if let refusal = result.refusal {
-                counters.refused += 1
-                let (allowed, leftOut) = refusalLines.take(now: monotonicSeconds())
-                reportLeftOutRefusals(leftOut)
-                if allowed { log("aoectl attach: refused CDB \(hexBytes(command.cdb.prefix(max(6, SCSIDisk.cdbLength(command.cdb.first ?? 0xFF))))): \(refusal)") }
-            }
-            finish(slot: slot, id: command.id, result, buffers: command.buffers)
+            respond(slot: slot, command, result)
         case .read(let lba, let sectors):
             counters.reads += 1
             startTransfer(slot: slot, command, lba: lba, sectors: sectors, write: false, forceUnitAccess: false)
@@ -155,6 +151,28 @@ public final class TCMUBridge: BlockIOSource {
             counters.flushes += 1
             pending[slot] = Pending(id: command.id, work: .flush, buffers: command.buffers, partsLeft: 1)
             enqueueFlush(slot: slot)
+        case .unmap(let length):
+            counters.unmaps += 1
+            var list = [UInt8](repeating: 0, count: length)
+            list.withUnsafeMutableBytes { gather(command.buffers, into: $0.baseAddress!, bytes: length) }
+            switch disk.unmapRanges(list) {
+            case .failure(let refusal):
+                respond(slot: slot, command, .refused(refusal))
+            case .success(let ranges) where ranges.isEmpty:
+                respond(slot: slot, command, .good())
+            case .success(let ranges):
+                // The limits of VPD B0h make one UNMAP one TRIM command, whose entries fit the slot's buffer.
+                let payloads = TrimRangeList.commandPayloads(ranges.map { ($0.lba, $0.count) }, blocksPerCommand: disk.drive.trimBlocksPerCommand)
+                precondition(payloads.count == 1 && payloads[0].count <= bounceBytes)
+                let data = bounce + slot * bounceBytes
+                payloads[0].withUnsafeBytes { data.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                let blocks = payloads[0].count / 512
+                let task = ATAHeader(flags: .extended, errFeature: TrimRangeList.trimFeature, sectorCount: UInt8(blocks),
+                                     cmdStatus: ATACommand.dataSetManagement.rawValue, lba: 0)
+                pending[slot] = Pending(id: command.id, work: .trim, buffers: command.buffers, partsLeft: 1)
+                // TRIM is safe to repeat: a lost reply is sent again.
+                enqueue(BlockIO(command: task, sectors: blocks, isWrite: true, buffer: data, id: slot, resendable: true))
+            }
         case .ataPassThrough(let request):
             counters.passThroughs += 1
             let data = bounce + slot * bounceBytes
@@ -164,6 +182,17 @@ public final class TCMUBridge: BlockIOSource {
             enqueue(BlockIO(command: request.task, sectors: request.sectors, isWrite: request.direction == .toDevice,
                             buffer: data, id: slot, resendable: resendable))
         }
+    }
+
+    /// Completes a command answered here; a refusal is counted and logged (at most 10 lines a second).
+    private func respond(slot: Int, _ command: TCMUCommand, _ result: SCSIResult) {
+        if let refusal = result.refusal {
+            counters.refused += 1
+            let (allowed, leftOut) = refusalLines.take(now: monotonicSeconds())
+            reportLeftOutRefusals(leftOut)
+            if allowed { log("aoectl attach: refused CDB \(hexBytes(command.cdb.prefix(max(6, SCSIDisk.cdbLength(command.cdb.first ?? 0xFF))))): \(refusal)") }
+        }
+        finish(slot: slot, id: command.id, result, buffers: command.buffers)
     }
 
     /// One BlockIO per data buffer, at consecutive LBAs: the engine splits each into frames.
@@ -207,10 +236,11 @@ public final class TCMUBridge: BlockIOSource {
                 enqueueFlush(slot: slot)
                 return
             }
-        case .flush:
-            if let error { p.failure = failure(of: error, .synchronizeCache) }
+        case .flush, .trim:
+            let operation: SCSIDisk.BlockOperation = if case .trim = p.work { .unmap } else { .synchronizeCache }
+            if let error { p.failure = failure(of: error, operation) }
             else if let reply = io.command?.reply, ATAStatus(rawValue: reply.cmdStatus).indicatesFailure {
-                p.failure = disk.failedTransferResult(.synchronizeCache, registers: reply)
+                p.failure = disk.failedTransferResult(operation, registers: reply)
             }
         case .passThrough(let request):
             let result: SCSIResult

@@ -62,7 +62,10 @@ enum InquiryData {
     static let satVendor = Array("AoE     ".utf8)
     static let satProduct = Array("aoectl TCMU SATL".utf8)
     static let satRevision = Array("1.0 ".utf8)
-    static let supportedPages: [UInt8] = [0x00, 0x80, 0x83, 0x89, 0xB0, 0xB1]
+    /// B2h only for a drive with TRIM.
+    static func supportedPages(_ drive: DriveDescription) -> [UInt8] {
+        [0x00, 0x80, 0x83, 0x89, 0xB0, 0xB1] + (drive.trimBlocksPerCommand > 0 ? [0xB2] : [])
+    }
 
     /// Standard INQUIRY data, 36 bytes.
     static func standard(_ id: IdentifyPage) -> [UInt8] {
@@ -91,12 +94,13 @@ enum InquiryData {
     static func page(_ code: UInt8, _ drive: DriveDescription) -> [UInt8]? {
         let id = drive.identify
         switch code {
-        case 0x00: return vpd(code, supportedPages)
+        case 0x00: return vpd(code, supportedPages(drive))
         case 0x80: return vpd(code, id.serialField)
         case 0x83: return vpd(code, deviceIdentification(id))
         case 0x89: return vpd(code, ataInformation(id))
         case 0xB0: return vpd(code, blockLimits(drive))
         case 0xB1: return vpd(code, blockDeviceCharacteristics(id))
+        case 0xB2 where drive.trimBlocksPerCommand > 0: return vpd(code, logicalBlockProvisioning(drive))
         default: return nil
         }
     }
@@ -147,7 +151,17 @@ enum InquiryData {
         let maximum = UInt32(clamping: drive.maxTransferSectors)
         put32(maximum, into: &body, at: 4)  // page 8-11: MAXIMUM TRANSFER LENGTH
         put32(maximum, into: &body, at: 8)  // page 12-15: OPTIMAL TRANSFER LENGTH
+        if drive.trimBlocksPerCommand > 0 {
+            put32(UInt32(clamping: drive.maxUnmapBlocks), into: &body, at: 16)  // page 20-23: MAXIMUM UNMAP LBA COUNT
+            put32(UInt32(SCSIDisk.maxUnmapDescriptors), into: &body, at: 20)  // page 24-27: MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT
+        }
         return body
+    }
+
+    /// B2h Logical Block Provisioning (SBC-3 6.6.4), PAGE LENGTH 4: LBPU (UNMAP is served), LBPRZ when unmapped
+    /// blocks read as zeros, provisioning type 2 (thin: the target gives the space back).
+    private static func logicalBlockProvisioning(_ drive: DriveDescription) -> [UInt8] {
+        [0x00, 0x80 | (drive.identify.trimReadsZeros ? 0x04 : 0), 0x02, 0x00]
     }
 
     /// B1h Block Device Characteristics (SBC-3 6.5.2), PAGE LENGTH 3Ch.

@@ -17,6 +17,28 @@ public struct DriveDescription: Hashable, Sendable {
         self.maxTransferSectors = maxTransferSectors
         self.passThroughMaxSectors = passThroughMaxSectors
     }
+
+    /// Blocks of TRIM range entries one DSM command of this drive carries: what IDENTIFY word 105 allows and
+    /// one frame holds; 0 when the drive has no TRIM (and UNMAP is not offered).
+    public var trimBlocksPerCommand: Int {
+        identify.trimSupported ? max(1, min(identify.maxTrimBlocks, passThroughMaxSectors)) : 0
+    }
+
+    /// VPD B0h MAXIMUM UNMAP LBA COUNT: one UNMAP becomes one DSM TRIM command, whose entries hold up to
+    /// 65,535 blocks each.
+    public var maxUnmapBlocks: UInt64 {
+        UInt64(trimBlocksPerCommand * TrimRangeList.entriesPerBlock * TrimRangeList.maxSectorsPerEntry)
+    }
+}
+
+/// Blocks [lba, lba + count) of an UNMAP block descriptor.
+public struct BlockRange: Hashable, Sendable {
+    public var lba: UInt64
+    public var count: UInt64
+    public init(lba: UInt64, count: UInt64) {
+        self.lba = lba
+        self.count = count
+    }
 }
 
 /// The completion of one SCSI command: status, sense data (empty with GOOD) and the data-in bytes.
@@ -66,11 +88,19 @@ public enum SCSIRefusal: Error, Hashable, Sendable, CustomStringConvertible {
     /// The CDB's transfer does not match the buffers the kernel gave (bytes).
     case transferLengthMismatch(expectedIn: Int, expectedOut: Int, dataIn: Int, dataOut: Int)
     case passThrough(ATAPassThroughRefusal)
+    /// UNMAP with ANCHOR set: anchored blocks are not emulated.
+    case unmapAnchor
+    /// An UNMAP parameter list shorter than its 8-byte header, or than its own length fields say.
+    case unmapParameterListLength(Int)
+    /// More UNMAP block descriptors or blocks than VPD B0h allows.
+    case unmapBeyondLimits(descriptors: Int, blocks: UInt64)
 
     public var additionalSense: AdditionalSense {
         switch self {
         case .unsupportedOperationCode: .invalidCommandOperationCode
         case .logicalBlockAddressOutOfRange: .logicalBlockAddressOutOfRange
+        case .unmapParameterListLength: .parameterListLengthError
+        case .unmapBeyondLimits: .invalidFieldInParameterList
         case .savedModeValuesRequested: .savingParametersNotSupported
         default: .invalidFieldInCDB
         }
@@ -90,6 +120,9 @@ public enum SCSIRefusal: Error, Hashable, Sendable, CustomStringConvertible {
         case .transferLengthMismatch(let eIn, let eOut, let dIn, let dOut):
             "CDB moves \(eIn) bytes in / \(eOut) out, the kernel's buffers are \(dIn) in / \(dOut) out"
         case .passThrough(let reason): "ATA pass-through: \(reason)"
+        case .unmapAnchor: "UNMAP with ANCHOR is not emulated"
+        case .unmapParameterListLength(let n): "UNMAP parameter list of \(n) bytes is shorter than it says"
+        case .unmapBeyondLimits(let d, let b): "UNMAP of \(b) blocks in \(d) descriptors is beyond the limits of VPD B0h"
         }
     }
 }
@@ -109,4 +142,7 @@ public enum SCSIAction: Hashable, Sendable {
     case synchronizeCache
     /// Send this one ATA command; complete with `SCSIDisk.result(of:registers:dataIn:)`.
     case ataPassThrough(ATAPassThroughRequest)
+    /// Read this many bytes of UNMAP parameter list from the data-out buffer, turn them into ranges with
+    /// `SCSIDisk.unmapRanges`, and discard those with DATA SET MANAGEMENT TRIM.
+    case unmap(parameterListLength: Int)
 }

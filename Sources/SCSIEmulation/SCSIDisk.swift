@@ -7,7 +7,8 @@ import AoEWire
 /// Answered here: TEST UNIT READY, START STOP UNIT, REQUEST SENSE (no sense pending), INQUIRY (standard; VPD 00h,
 /// 80h, 83h, 89h, B0h, B1h), MODE SENSE (6)/(10) (08h, 0Ah, 1Ch, 3Fh), READ CAPACITY (10)/(16), REPORT LUNS,
 /// VERIFY (10)/(16) (a range check). Passed on: READ/WRITE (6/10/12/16) as `.read`/`.write`, SYNCHRONIZE CACHE
-/// (10)/(16) as `.synchronizeCache`, ATA PASS-THROUGH (12)/(16) as `.ataPassThrough`. Anything else is ILLEGAL
+/// (10)/(16) as `.synchronizeCache`, ATA PASS-THROUGH (12)/(16) as `.ataPassThrough`, and, when the drive has
+/// TRIM, UNMAP as `.unmap` (with VPD B2h and READ CAPACITY (16) LBPME, so Linux sends it for discards). Anything else is ILLEGAL
 /// REQUEST, INVALID COMMAND OPERATION CODE. Errors raised here use fixed-format sense; pass-through completions
 /// use descriptor format, the only one with room for all the ATA registers.
 public struct SCSIDisk: Hashable, Sendable {
@@ -29,6 +30,7 @@ public struct SCSIDisk: Hashable, Sendable {
         static let write10: UInt8 = 0x2A
         static let verify10: UInt8 = 0x2F
         static let synchronizeCache10: UInt8 = 0x35
+        static let unmap: UInt8 = 0x42
         static let modeSense10: UInt8 = 0x5A
         static let ataPassThrough16: UInt8 = 0x85
         static let read16: UInt8 = 0x88
@@ -69,7 +71,7 @@ public struct SCSIDisk: Hashable, Sendable {
     static func sendsData(_ cdb: [UInt8]) -> Bool {
         guard let opcode = cdb.first else { return false }
         switch opcode {
-        case Opcode.write6, Opcode.write10, Opcode.write12, Opcode.write16: return true
+        case Opcode.write6, Opcode.write10, Opcode.write12, Opcode.write16, Opcode.unmap: return true
         case Opcode.ataPassThrough12, Opcode.ataPassThrough16:
             guard cdb.count >= 3 else { return false }
             let protocolField = (cdb[1] >> 1) & 0x0F
@@ -149,6 +151,18 @@ public struct SCSIDisk: Hashable, Sendable {
                 ? (bigEndian(cdb, 2, 4), bigEndian(cdb, 7, 2)) : (bigEndian(cdb, 2, 8), bigEndian(cdb, 10, 4))
             if let refusal = rangeRefusal(lba: lba, blocks: blocks) { return .respond(.refused(refusal)) }
             return .synchronizeCache
+        case Opcode.unmap:
+            // Offered (VPD B2h LBPU) only for a drive with TRIM; ANCHOR needs anchored-block tracking.
+            guard drive.trimBlocksPerCommand > 0 else { return .respond(.refused(.unsupportedOperationCode(opcode))) }
+            guard cdb[1] & 0x01 == 0 else { return .respond(.refused(.unmapAnchor)) }
+            let length = Int(bigEndian(cdb, 7, 2))
+            // SBC-3 5.28: a PARAMETER LIST LENGTH of 0 unmaps nothing and is not an error.
+            guard length > 0 else { return .respond(.good()) }
+            guard length >= 8 else { return .respond(.refused(.unmapParameterListLength(length))) }
+            guard dataOutLength >= length else {
+                return .respond(.refused(.transferLengthMismatch(expectedIn: 0, expectedOut: length, dataIn: dataInLength, dataOut: dataOutLength)))
+            }
+            return .unmap(parameterListLength: length)
         case Opcode.ataPassThrough12, Opcode.ataPassThrough16:
             switch ATAPassThroughRequest.decode(cdb, maxSectors: drive.passThroughMaxSectors,
                                                 dataInLength: dataInLength, dataOutLength: dataOutLength) {
@@ -160,6 +174,35 @@ public struct SCSIDisk: Hashable, Sendable {
         }
     }
 
+    /// The most block descriptors one UNMAP may carry (VPD B0h): one, so that it always fits one TRIM command
+    /// (Linux sends one per UNMAP).
+    static let maxUnmapDescriptors = 1
+
+    /// The ranges of an UNMAP parameter list (SBC-3 5.28.2): an 8-byte header (UNMAP DATA LENGTH, BLOCK
+    /// DESCRIPTOR DATA LENGTH), then 16-byte descriptors (LBA, NUMBER OF LOGICAL BLOCKS). Descriptors of 0 blocks
+    /// are skipped; every range is checked before any is discarded.
+    public func unmapRanges(_ list: [UInt8]) -> Result<[BlockRange], SCSIRefusal> {
+        guard list.count >= 8 else { return .failure(.unmapParameterListLength(list.count)) }
+        let dataLength = Int(bigEndian(list, 0, 2)), descriptorBytes = Int(bigEndian(list, 2, 2))
+        guard dataLength + 2 <= list.count, descriptorBytes + 8 <= list.count else {
+            return .failure(.unmapParameterListLength(list.count))
+        }
+        let descriptors = descriptorBytes / 16  // a partial descriptor at the end is ignored (SBC-3)
+        var ranges: [BlockRange] = []
+        var total: UInt64 = 0
+        for i in 0..<descriptors {
+            let at = 8 + 16 * i
+            let lba = bigEndian(list, at, 8), count = bigEndian(list, at + 8, 4)
+            if let refusal = rangeRefusal(lba: lba, blocks: count) { return .failure(refusal) }
+            total += count
+            if count > 0 { ranges.append(BlockRange(lba: lba, count: count)) }
+        }
+        guard descriptors <= Self.maxUnmapDescriptors, total <= drive.maxUnmapBlocks else {
+            return .failure(.unmapBeyondLimits(descriptors: descriptors, blocks: total))
+        }
+        return .success(ranges)
+    }
+
     // MARK: Completions
 
     /// The completion of a pass-through, from the registers the drive returned (status in `cmdStatus`, error in
@@ -169,7 +212,7 @@ public struct SCSIDisk: Hashable, Sendable {
     }
 
     /// Which of the block operations failed.
-    public enum BlockOperation: Hashable, Sendable { case read, write, synchronizeCache }
+    public enum BlockOperation: Hashable, Sendable { case read, write, synchronizeCache, unmap }
 
     /// A READ, WRITE or SYNCHRONIZE CACHE the drive failed (its status shows ERR or DF), translated as SAT-3
     /// table 103 and libata do. The error's LBA registers become the INFORMATION field for reads and writes.
@@ -177,7 +220,7 @@ public struct SCSIDisk: Hashable, Sendable {
         let error = ATAErrorRegister(rawValue: registers.errFeature)
         // 28-bit registers carry the Device register in LBA3; only 27:0 is the address.
         let address = registers.flags.contains(.extended) ? registers.lba : registers.lba & 0x0FFF_FFFF
-        let failedLBA = operation == .synchronizeCache ? nil : Optional(address)
+        let failedLBA = operation == .read || operation == .write ? Optional(address) : nil
         if error.contains(.uncorrectable) {
             let sense: AdditionalSense = operation == .read ? .unrecoveredReadError : .writeErrorAutoReallocationFailed
             return .checkCondition(.mediumError, sense, information: failedLBA)
@@ -280,6 +323,10 @@ public struct SCSIDisk: Hashable, Sendable {
         put32(UInt32(IdentifyPage.size), into: &data, at: 8)
         data[13] = drive.identify.logicalPerPhysicalExponent  // LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
         put16(drive.identify.lowestAlignedLBA & 0x3FFF, into: &data, at: 14)
+        // LBPME: UNMAP is served (Linux then reads VPD B0h and B2h); LBPRZ: unmapped blocks read as zeros.
+        if drive.trimBlocksPerCommand > 0 {
+            data[14] |= 0x80 | (drive.identify.trimReadsZeros ? 0x40 : 0)
+        }
         return data
     }
 }

@@ -30,6 +30,8 @@ public struct AdditionalSense: Hashable, Sendable {
     public static let none = AdditionalSense(0x00, 0x00)
     public static let ataPassThroughInformationAvailable = AdditionalSense(0x00, 0x1D)
     public static let logicalUnitCommunicationFailure = AdditionalSense(0x08, 0x00)
+    /// 1Ah/00h PARAMETER LIST LENGTH ERROR.
+    public static let parameterListLengthError = AdditionalSense(0x1A, 0x00)
     /// 0Ch/02h WRITE ERROR - AUTO REALLOCATION FAILED: what SAT (and libata) report for UNC on a write.
     public static let writeErrorAutoReallocationFailed = AdditionalSense(0x0C, 0x02)
     /// 11h/04h UNRECOVERED READ ERROR - AUTO REALLOCATE FAILED: SAT's translation of UNC on a read.
@@ -37,6 +39,8 @@ public struct AdditionalSense: Hashable, Sendable {
     public static let invalidCommandOperationCode = AdditionalSense(0x20, 0x00)
     public static let logicalBlockAddressOutOfRange = AdditionalSense(0x21, 0x00)
     public static let invalidFieldInCDB = AdditionalSense(0x24, 0x00)
+    /// 26h/00h INVALID FIELD IN PARAMETER LIST.
+    public static let invalidFieldInParameterList = AdditionalSense(0x26, 0x00)
     public static let savingParametersNotSupported = AdditionalSense(0x39, 0x00)
     /// 47h/00h SCSI PARITY ERROR: libata's translation of ICRC, a transfer-level CRC error worth retrying.
     public static let parityError = AdditionalSense(0x47, 0x00)

@@ -117,6 +117,38 @@ final class TCMUBridgeTests: XCTestCase {
         XCTAssertEqual(byID[6]?.status, 0)
     }
 
+    /// UNMAP from the guest becomes one DATA SET MANAGEMENT TRIM: the target zeroes exactly those blocks; a
+    /// descriptor past the end is refused before anything is sent.
+    func testUnmapBecomesATrimOfExactlyItsBlocks() throws {
+        let sectors = 80_000
+        let device = MemoryDevice(sectors: UInt64(sectors))
+        let filled = [UInt8](repeating: 0xAB, count: sectors * 512)
+        XCTAssertNotNil(filled.withUnsafeBytes { try? device.write(from: $0, at: 0) })
+        let (client, info) = try connect(device)
+        XCTAssertTrue(try client.identify(info).trimSupported)
+        let k = FakeKernel()
+        let ring = try TCMURing(base: k.base, size: k.size, slots: 8, maxBuffers: 8)
+        func unmap(id: UInt16, lba: UInt64, blocks: UInt32) {
+            var list: [UInt8] = [0, 22, 0, 16, 0, 0, 0, 0]
+            list += (0..<8).map { UInt8(truncatingIfNeeded: lba >> (56 - 8 * UInt64($0))) }
+            list += (0..<4).map { UInt8(truncatingIfNeeded: blocks >> (24 - 8 * UInt32($0))) } + [0, 0, 0, 0]
+            let out = k.queue(id: id, cdb: [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], dataLength: 24)
+            UnsafeMutableRawBufferPointer(start: k.base + out[0], count: 24).copyBytes(from: list)
+        }
+        unmap(id: 1, lba: 100, blocks: 70_000)   // two TRIM entries (65,535 + 4,465)
+        unmap(id: 2, lba: 79_950, blocks: 200)   // past the end
+        try serve(k, ring, client, info, answers: 2)
+        let byID = Dictionary(uniqueKeysWithValues: k.completed.map { ($0.id, $0) })
+        XCTAssertEqual(byID[1]?.status, 0)
+        XCTAssertEqual(byID[2]?.status, 2)
+        XCTAssertEqual(byID[2]?.sense[12], 0x21, "LOGICAL BLOCK ADDRESS OUT OF RANGE")
+        let image = device.contents(lba: 0, count: sectors)
+        let zeroed = (0..<sectors).filter { lba in image[lba * 512] == 0 && image[lba * 512 + 511] == 0 }
+        XCTAssertEqual(zeroed.first, 100)
+        XCTAssertEqual(zeroed.last, 70_099)
+        XCTAssertEqual(zeroed.count, 70_000, "exactly the unmapped blocks, and nothing of the refused one")
+    }
+
     /// Writes whose data comes in many small buffers: one BlockIO each, several commands at once, all landing.
     func testFragmentedWritesLandWhole() throws {
         let device = MemoryDevice(sectors: 4096)

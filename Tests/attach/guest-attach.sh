@@ -162,6 +162,33 @@ detach && ok target detach "SIGTERM: aoectl attach removed $DEV and exited 0 ($(
 
 # ---------------------------------------------------------------- an image export: a file system survives detach and attach
 if attach 1.2 img; then
+    # UNMAP: the image (on tmpfs) has TRIM, so the attached disk offers logical block provisioning, Linux turns
+    # blkdiscard into UNMAP, the bridge into DATA SET MANAGEMENT TRIM, the target into a hole in the image.
+    max=$(cat /sys/block/${DEV#/dev/}/queue/discard_max_bytes 2>/dev/null)
+    [ "${max:-0}" -gt 0 ] && ok data unmap-offered "$DEV: discard_max_bytes $max (READ CAPACITY(16) LBPME, VPD B0h/B2h)" ||
+        bad data unmap-offered "$DEV: discard_max_bytes '${max:-}': Linux did not take the disk as thin-provisioned"
+    # 256 KiB at 40 MiB (sector 81920), and the sector before it; 512-byte blocks as busybox dd aligns them
+    # for O_DIRECT.
+    head -c 262144 /dev/urandom >/tmp/discard.bin
+    dd if=/tmp/discard.bin of="$DEV" bs=512 seek=81920 oflag=direct 2>/dev/null
+    dd if=/tmp/discard.bin of="$DEV" bs=512 seek=81919 count=1 oflag=direct 2>/dev/null
+    head -c 512 /tmp/discard.bin >/tmp/edge.want
+    head -c 262144 /dev/zero >/tmp/zero256k
+    used=$(stat -c %b /tmp/image.img)
+    dd if="$DEV" of=/tmp/back.bin bs=512 skip=81920 count=512 iflag=direct 2>/dev/null
+    cmp -s /tmp/back.bin /tmp/discard.bin && before=written || before=missing
+    blkdiscard -o $((81920 * 512)) -l 262144 "$DEV" >$OUT 2>&1; rc=$?
+    # Measured before reading back: a read through the target's mapping of a tmpfs image allocates the pages again.
+    freed=$(( (used - $(stat -c %b /tmp/image.img)) * 512 ))
+    dd if="$DEV" of=/tmp/back.bin bs=512 skip=81920 count=512 iflag=direct 2>/dev/null
+    dd if="$DEV" of=/tmp/edge.bin bs=512 skip=81919 count=1 iflag=direct 2>/dev/null
+    cmp -s /tmp/back.bin /tmp/zero256k && zeros=yes || zeros=no
+    cmp -s /tmp/edge.bin /tmp/edge.want && edge=yes || edge=no
+    if [ $rc = 0 ] && [ $before = written ] && [ $zeros = yes ] && [ $edge = yes ] && [ $freed -ge 262144 ]; then
+        ok data unmap "blkdiscard of 256 KiB at 40 MiB on $DEV: reads back as zeros (it held the pattern before), the sector before it is intact, the image gave back $freed bytes"
+    else
+        bad data unmap "blkdiscard on $DEV: exit $rc ($(head -c 200 $OUT)), pattern before: $before, zeros after: $zeros, sector before intact: $edge, freed $freed bytes"
+    fi
     /usr/sbin/mke2fs -q -F -t ext4 "$DEV" >$OUT 2>&1 && mount -t ext4 "$DEV" /mnt/a && cp /test/file.bin /mnt/a/file.bin && umount /mnt/a &&
         ok data image-mkfs "e1.2 attached as $DEV: mkfs, mount, file, umount" || bad data image-mkfs "mkfs/mount/file on $DEV: $(head -c 300 $OUT)"
     detach

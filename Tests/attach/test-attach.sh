@@ -6,7 +6,8 @@
 # image file (e1.2) on one end of a veth pair; `aoectl attach` on the other end makes each a local SCSI disk
 # through target_core_user + tcm_loop. The guest (Tests/attach/guest-attach.sh) compares smartctl -d sat,
 # hdparm -I and sg_sat_identify on the attached disk with the same tools on /dev/sda, writes with O_DIRECT
-# and through ext4, sends SECURITY ERASE UNIT, and detaches, re-attaches, and detaches after a kill -9.
+# and through ext4, sends SECURITY ERASE UNIT, discards 256 KiB of the image export with blkdiscard (UNMAP, then
+# TRIM: zeros, and the image gives the space back), and detaches, re-attaches, and detaches after a kill -9.
 # The host then checks the drive's trace (F4h never reached it; SMART and IDENTIFY did) and the image
 # bytes (each pattern at its LBA and not one sector off; the ext4 file, read with debugfs).
 #
