@@ -329,5 +329,48 @@ fi
 fence end
 [ "$FENCE_BAD" = 0 ] && pass fences "all $FENCES CHECK POWER MODE fences on /dev/sg0: DRDY, count 0xff" ||
     fail fences "$FENCE_BAD of $FENCES fences wrong"
+
+# ---------------------------------------------------------------- 4. TRIM on whole disks (after the last fence)
+# A block device offers TRIM exactly when the kernel can zero it without writing zeros (WRITE ZEROES): the AHCI
+# drive cannot (libata gives it none), the virtio disk can.
+wz=$(cat /sys/block/sda/queue/write_zeroes_max_bytes 2>/dev/null)
+if start_target /tmp/trim-sda.log; then
+    trim=$(jq -r .trim $OUT 2>/dev/null)
+    aoectl discard -i "$CIF" "$TGT" --timeout 5 --lba 0 --count 8 >$OUT 2>$OUT.err; rc=$?
+    if [ "${wz:-0}" = 0 ] && [ "$trim" = false ] && [ $rc = 1 ] && grep -q "does not support TRIM" $OUT.err; then
+        pass trim-sda "/dev/sda (write_zeroes_max_bytes 0): IDENTIFY offers no TRIM, aoectl discard refused: $(cat $OUT.err)"
+    elif [ "${wz:-0}" != 0 ] && [ "$trim" = true ] && [ $rc = 0 ]; then
+        pass trim-sda "/dev/sda (write_zeroes_max_bytes $wz): IDENTIFY offers TRIM and a discard succeeds"
+    else
+        fail trim-sda "/dev/sda: write_zeroes_max_bytes '$wz', IDENTIFY trim '$trim', aoectl discard exit $rc ($(cat $OUT.err))"
+    fi
+    stop_target
+else
+    fail trim-sda "aoe-target on /dev/sda did not start: $(tail -3 /tmp/trim-sda.log)"
+fi
+i=0; while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+wz=$(cat /sys/block/vda/queue/write_zeroes_max_bytes 2>/dev/null)
+# --direct, so the pattern reaches the disk (the host finds the untrimmed copy at 16 MiB in its file).
+echo "aoe-target 1 3 v0 /dev/vda --direct" >/tmp/trim-vda.log
+aoe-target 1 3 v0 /dev/vda --direct >>/tmp/trim-vda.log 2>&1 &
+TPID=$!
+i=0
+while [ $i -lt 30 ] && ! aoectl identify -i "$CIF" 1.3 --timeout 1 --json >$OUT 2>$OUT.err; do i=$((i + 1)); done
+trim=$(jq -r '[.trim, .trim_reads_zeros] | map(tostring) | join(",")' $OUT 2>/dev/null)
+head -c 1048576 /dev/urandom >/tmp/vd-pattern.bin
+aoectl write -i "$CIF" 1.3 --timeout 10 --lba 16384 --input /tmp/vd-pattern.bin >$OUT 2>$OUT.err
+aoectl write -i "$CIF" 1.3 --timeout 10 --lba 32768 --input /tmp/vd-pattern.bin >>$OUT 2>>$OUT.err
+aoectl read -i "$CIF" 1.3 --timeout 10 --lba 16384 --count 2048 --output /tmp/vd-before.bin >>$OUT 2>>$OUT.err
+aoectl discard -i "$CIF" 1.3 --timeout 10 --lba 16384 --count 2048 >>$OUT 2>>$OUT.err; rc=$?
+aoectl read -i "$CIF" 1.3 --timeout 10 --lba 16384 --count 2048 --output /tmp/vd-after.bin >>$OUT 2>>$OUT.err
+head -c 1048576 /dev/zero >/tmp/vd-zero.bin
+if [ "${wz:-0}" -gt 0 ] && [ "$trim" = "true,true" ] && [ $rc = 0 ] && cmp -s /tmp/vd-before.bin /tmp/vd-pattern.bin &&
+    cmp -s /tmp/vd-after.bin /tmp/vd-zero.bin; then
+    pass trim-vda "/dev/vda --direct (write_zeroes_max_bytes $wz): IDENTIFY offers TRIM reading zeros; 1 MiB at 8 MiB held the pattern, then read as zeros after aoectl discard (the copy at 16 MiB stays)"
+else
+    fail trim-vda "/dev/vda: write_zeroes_max_bytes '$wz', IDENTIFY trim/zeros '$trim', discard exit $rc, pattern before: $(cmp -s /tmp/vd-before.bin /tmp/vd-pattern.bin && echo yes || echo no), zeros after: $(cmp -s /tmp/vd-after.bin /tmp/vd-zero.bin && echo yes || echo no)"
+fi
+stop_target
+sync
 say "INFO guest done at $(uptime_s) s, $FAILS failure(s), $FENCES fences"
 [ "$FAILS" = 0 ]

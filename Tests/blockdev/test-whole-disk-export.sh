@@ -14,6 +14,10 @@
 #      /sys/block/sda/inflight every ~20 ms: the max of reads+writes must be >= 2. First mode: 8 sectors
 #      of a per-run pattern written at LBA 500000 through AoE, then FLUSH CACHE EXT through AoE.
 #   3. Negative control, same run: --io-engine threads --workers 1, same bench and sampler: max must be 1.
+#   4. TRIM on whole disks: /dev/sda (libata gives it no WRITE ZEROES) offers none and aoectl discard is
+#      refused; a second disk, virtio-blk with discard=unmap (/dev/vda, --direct), offers TRIM reading zeros:
+#      a 1 MiB pattern at 8 MiB reads as zeros after aoectl discard, and the host finds a hole there in the
+#      disk's file, next to an untrimmed copy at 16 MiB that is still data.
 # The drive's reads are throttled in QEMU (50 IOPS, a slow disk) so a request stays in flight long enough for
 # the 20 ms sampler to see it; the guest keeps the kernel's flusher from writing back on its own during a
 # bench (see guest-whole-disk.sh), so what is in flight is the target's doing.
@@ -71,7 +75,7 @@ GUEST_KEPT="serial.log, trace.log, trace.cmds, win-*, markers, disk.img"
 . "$BD_DIR/../lib/need.sh"
 # shellcheck source=../lib/guest-image.sh
 . "$BD_DIR/../lib/guest-image.sh"
-need_tool "$QEMU" cpio busybox jq ldd flock timeout cmp dd od grep awk truncate mke2fs sg_raw pgrep
+need_tool "$QEMU" cpio busybox jq ldd flock timeout cmp dd od grep awk truncate mke2fs sg_raw pgrep python3
 ldd "$(command -v busybox)" 2>&1 | grep -qE 'not a dynamic executable|statically linked' ||
     skip "busybox is not statically linked (apt-get install busybox-static)"
 case "$DURATION" in ''|*[!0-9]*) die "BD_DURATION must be whole seconds, not '$DURATION'" ;; esac
@@ -117,7 +121,7 @@ build_initramfs() {
     cp "$(command -v busybox)" "$root/bin/busybox"
     for a in $(busybox --list); do [ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"; done
     # ext4 asks the crypto API for "crc32c" by name: crc32c_generic (TCG's CPU model has no SSE4.2)
-    guest_mod_resolve "$MODDIR" scsi_common scsi_mod libata libahci ahci sd_mod sg veth crc32c_generic ext4 \
+    guest_mod_resolve "$MODDIR" scsi_common scsi_mod libata libahci ahci sd_mod sg veth crc32c_generic ext4 virtio_pci virtio_blk \
         >"$WORK/mods" || die "kernel modules missing"
     : >"$root/etc/modules"
     while read -r m; do
@@ -184,7 +188,7 @@ make_image() {
 qemu_lock() { guest_qemu_lock || die "QEMU lock: see the line above"; }
 
 run_guest() {
-    local img=$1 serial=$2 trace=$3 initrd=$4 rc
+    local img=$1 serial=$2 trace=$3 initrd=$4 vdimg=$5 rc
     printf '%s\n' ide_exec_cmd process_ncq_command ncq_finish process_ncq_command_fua ide_dma_cb >"$WORK/trace-events"
     qemu_lock
     : >"$serial"
@@ -196,6 +200,7 @@ run_guest() {
         -kernel "$KERNEL" -initrd "$initrd" -append "console=ttyS0 panic=-1 quiet loglevel=3" \
         -drive "if=none,id=d0,file=$img,format=raw,throttling.iops-read=$DRIVE_READ_IOPS" \
         -device ahci,id=ahci -device "ide-hd,drive=d0,bus=ahci.0,model=$MODEL,serial=$SERIAL" \
+        -drive "if=none,id=d1,file=$vdimg,format=raw,discard=unmap" -device virtio-blk-pci,drive=d1 \
         -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
         -trace "events=$WORK/trace-events,file=$trace" \
         >"$serial.qemu-out" 2>&1 </dev/null &
@@ -209,7 +214,7 @@ run_guest() {
 # ---------------------------------------------------------------- checks on the host
 
 MODES="plain direct sync direct-sync"
-REQUIRED_STEPS="disk veth mount busy-mounted umount busy-exported first-still-serves write flush fences"
+REQUIRED_STEPS="disk veth mount busy-mounted umount busy-exported first-still-serves write flush fences trim-sda trim-vda"
 for m in $MODES negative; do REQUIRED_STEPS+=" engine-$m bench-$m inflight-$m no-kernel-writeback-$m"; done
 
 check_guest() {
@@ -346,7 +351,11 @@ EOF
 guest_cpio_dir "$WORK/cfg" "$WORK/cfg.cpio"
 cat "$WORK/base.cpio" "$WORK/cfg.cpio" >"$WORK/initrd"
 log "booting guest"
-run_guest "$WORK/disk.img" "$WORK/serial.log" "$WORK/trace.log" "$WORK/initrd"
+# A second whole disk, virtio-blk with WRITE ZEROES and discard=unmap: the guest writes a 1 MiB pattern at 8 MiB
+# and at 16 MiB and TRIMs the first through AoE; the host then finds a hole at 8 MiB in this file, and the
+# second copy (so the writes did reach the file).
+truncate -s 64M "$WORK/vd.img"
+run_guest "$WORK/disk.img" "$WORK/serial.log" "$WORK/trace.log" "$WORK/initrd" "$WORK/vd.img"
 rc=$?
 rm -f "$WORK/initrd"
 log "QEMU exited with $rc after $((SECONDS - start)) s"
@@ -359,6 +368,22 @@ fi
 check_guest
 check_trace "$WORK/trace.log"
 check_image "$WORK/disk.img"
+# The TRIM through AoE, on the guest's virtio disk, reached this file as a hole (not zeros written); the
+# untrimmed copy is data, which is also the control: the same check at 16 MiB fails.
+hole_at() { python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+at = int(sys.argv[2]) << 20
+sys.exit(0 if os.lseek(fd, at, os.SEEK_HOLE) == at else 1)' "$WORK/vd.img" "$1"; }
+data_at() { python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+at = int(sys.argv[2]) << 20
+os.lseek(fd, at, os.SEEK_SET)
+sys.exit(0 if os.lseek(fd, at, os.SEEK_DATA) == at and any(os.read(fd, 1 << 20)) else 1)' "$WORK/vd.img" "$1"; }
+if hole_at 8 && data_at 16 && ! hole_at 16; then
+    pass "vd.img: the TRIM of /dev/vda through AoE is a hole in the host's file at 8 MiB; the untrimmed copy at 16 MiB is data"
+else
+    fail "vd.img: hole at 8 MiB: $(hole_at 8 && echo yes || echo no), data at 16 MiB: $(data_at 16 && echo yes || echo no)"
+fi
 log "max in flight at /dev/sda (guest sampler, then NCQ at the drive from the trace): $(
     awk '$1 == "INFLIGHT" { printf "%s%s %s", (n++ ? ", " : ""), $2, $3 }' "$WORK/markers") | $(
     awk '{ printf "%s%s %s", (n++ ? ", " : ""), substr($1, 7), $2 }' "$WORK/ncq-peaks" 2>/dev/null)"
