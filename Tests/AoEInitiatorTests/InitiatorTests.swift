@@ -402,6 +402,55 @@ final class TagTableTests: XCTestCase {
         XCTAssertEqual(table.inFlight, 0)
     }
 
+    /// A target with a long latency tail (95 % of requests 3-5 ms, 5 % 10-20 ms, as an RBD export), one request
+    /// at a time: a request slower than its timeout is resent and answered on the new tag (the target absorbs
+    /// the resend), so it gives no sample. The probes must find the tail, so that once the timeout has settled
+    /// under 1 % of the requests are resent; srtt + 4 x rttvar alone leaves several percent beyond it.
+    func testTheTimeoutClimbsAboveALongLatencyTailSoFewRequestsAreResent() {
+        var rng = SeededGenerator(defaultSeed: 14)
+        var table = TagTable(capacity: 1, maxWindow: 1, initialRTT: 0.004)
+        var actions: [TagTable.TimerAction] = []
+        var now = 0.0
+        var resentLate = 0, beyondPlainEstimate = 0
+        let requests = 20_000, settled = 10_000
+        for i in 0..<requests {
+            let latency = Double.random(in: 0..<1, using: &rng) < 0.05
+                ? Double.random(in: 0.010..<0.020, using: &rng) : Double.random(in: 0.003..<0.005, using: &rng)
+            let plain = max(table.minimumRTO, table.smoothedRTT + 4 * table.rttVariance)
+            var (_, tag) = table.send(now: now)
+            // The timer runs when the answer comes: a frame whose timeout has passed by then was resent.
+            actions.removeAll()
+            table.tick(now: now + latency, into: &actions)
+            let resent = !actions.isEmpty
+            if case .resend(_, let fresh)? = actions.first { tag = fresh }
+            XCTAssertNotEqual(table.response(tag: tag, now: now + latency + 0.000_001), .unknown)
+            if i >= settled {
+                if resent { resentLate += 1 }
+                if latency > plain { beyondPlainEstimate += 1 }
+            }
+            now += latency + 0.0001
+        }
+        let measured = requests - settled
+        XCTAssertLessThan(resentLate * 100, measured, "resent \(resentLate) of \(measured), timeout \(table.retransmitTimeout * 1000) ms (\(rng.seedNote))")
+        XCTAssertGreaterThan(beyondPlainEstimate * 100, 3 * measured,
+                             "control: srtt + 4 x rttvar alone would resend \(beyondPlainEstimate) of \(measured) (\(rng.seedNote))")
+        XCTAssertGreaterThan(table.tailRTT, 0.015)
+        XCTAssertLessThan(table.retransmitTimeout, 0.05, "the timeout stays near the tail, not at the maximum")
+    }
+
+    /// On a LAN (round trips 50-300 us) the tail is far below the 1 ms floor: loss recovery is not slowed.
+    func testTheTailLeavesALANAtTheFloor() {
+        var rng = SeededGenerator(defaultSeed: 15)
+        var table = TagTable(capacity: 1, maxWindow: 1, initialRTT: 0.0002)
+        for i in 0..<5000 {
+            let (_, tag) = table.send(now: Double(i))
+            _ = table.response(tag: tag, now: Double(i) + Double.random(in: 0.00005..<0.0003, using: &rng))
+        }
+        XCTAssertGreaterThan(table.tailRTT, 0.0002)
+        XCTAssertLessThan(table.tailRTT, 0.0005)
+        XCTAssertEqual(table.retransmitTimeout, table.minimumRTO)
+    }
+
     func testRTTEstimateFollowsSamples() {
         var table = TagTable(capacity: 2, maxWindow: 2, initialRTT: 0.1)
         for i in 0..<50 {
