@@ -16,7 +16,7 @@ import TOMLKit
 public enum ConfigFile {
     public static let topLevelKeys = ["state_dir", "log_level", "pcap", "pcap_limit", "metrics", "packet_ring", "export"]
     public static let exportKeys = [
-        "shelf", "slot", "interfaces", "path", "read_only", "direct", "sync", "buffers", "mac_mask", "config_string",
+        "shelf", "slot", "interfaces", "path", "read_only", "direct", "sync", "trim", "buffers", "mac_mask", "config_string",
         "model", "serial", "offset", "length", "passthrough", "allow_ata", "allow_all_ata", "io_engine", "workers",
         "inject_errors", "ceph_id", "failover",
     ]
@@ -97,6 +97,7 @@ public enum ConfigFile {
         export.readOnly = try keys.bool("read_only") ?? false
         export.direct = try keys.bool("direct") ?? false
         export.sync = try keys.bool("sync") ?? false
+        export.trim = try keys.bool("trim") ?? true
         export.buffers = try keys.int("buffers", in: TargetConfiguration.bufferCountRange) ?? export.buffers
         if let macs = try keys.strings("mac_mask") {
             export.mask = try macs.map { (text) throws(ConfigError) -> MACAddress in

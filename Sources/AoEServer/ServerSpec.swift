@@ -63,6 +63,8 @@ public struct ExportSpec: Hashable, Sendable {
     public var readOnly = false
     public var direct = false
     public var sync = false
+    /// Offer TRIM where the device can discard (config key `trim`, `--no-trim`).
+    public var trim = true
     public var buffers = 64
     public var mask: [MACAddress] = []
     public var configString = ""
@@ -112,6 +114,7 @@ public struct ExportSpec: Hashable, Sendable {
         c.model = model
         c.serial = serial
         c.durableWrites = sync
+        c.trim = trim
         c.workers = workers
         c.ioEngine = ioEngine
         c.faultPlan = faultPlan

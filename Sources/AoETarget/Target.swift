@@ -215,10 +215,17 @@ public final class Target: @unchecked Sendable {
             firmware: configuration.firmware,
             writeCacheSupported: device.capabilities.writable, writeCacheEnabled: false,
             flushSupported: device.capabilities.canFlush,
-            trim: device.capabilities.discard.map { $0 == .zeros ? .zeros : .deterministic })
+            trim: Self.trimSupport(configuration, device))
         identifyPages = Self.identifyPages(identifyParameters)
         resizable = device as? any ResizableDevice
     }
+
+    /// What IDENTIFY says of TRIM: offered when the device can discard and the export allows it.
+    static func trimSupport(_ configuration: TargetConfiguration, _ device: any BlockDevice) -> TrimReadBack? {
+        guard configuration.trim, let discard = device.capabilities.discard else { return nil }
+        return discard == .zeros ? .zeros : .deterministic
+    }
+    var trimSupport: TrimReadBack? { identifyParameters.trim }
 
     /// The IDENTIFY page with the write cache off and on.
     static func identifyPages(_ parameters: IdentifyParameters) -> (cacheOff: [UInt8], cacheOn: [UInt8]) {
@@ -346,7 +353,7 @@ public final class Target: @unchecked Sendable {
     var capabilities: ExportCapabilities {
         ExportCapabilities(sectors: device.sectorCount, writable: device.capabilities.writable && !forcedReadOnly.load(ordering: .relaxed),
                            canFlush: device.capabilities.canFlush, maxSectorsPerCommand: maxSectors,
-                           canTrim: device.capabilities.discard != nil)
+                           canTrim: trimSupport != nil)
     }
 
     /// Re-reads the MTU; logs and counts a change.

@@ -17,6 +17,8 @@ public struct TargetConfiguration: Sendable {
     public var firmwareVersion: UInt16 = 0x0100
     /// Every acknowledged write is on stable storage (group commit). The remote cannot turn this off.
     public var durableWrites = false
+    /// DATA SET MANAGEMENT TRIM is offered when the device can discard; false: never (IDENTIFY says no TRIM).
+    public var trim = true
     /// How device I/O runs: queued in the kernel (io_uring) or on worker threads.
     public var ioEngine: IOEngine = .automatic
     /// Threads running device I/O when it runs on threads; the bound on the kernel's own I/O threads with io_uring.

@@ -87,6 +87,9 @@ struct AoETargetCommand: ParsableCommand {
     @Flag(name: [.customShort("s"), .customLong("sync")], help: "Durable mode: acknowledge a write only once it is on stable storage.")
     var sync = false
 
+    @Flag(name: .customLong("no-trim"), help: "Do not offer TRIM (DATA SET MANAGEMENT), even where the device can discard (punch holes, WRITE ZEROES, rbd discard).")
+    var noTrim = false
+
     @Option(name: [.customShort("m"), .customLong("mac-mask")], help: "Comma-separated MAC addresses allowed to use the export (the initial MAC Mask List).")
     var macMask: String?
 
@@ -211,6 +214,7 @@ struct AoETargetCommand: ParsableCommand {
         e.readOnly = readOnly
         e.direct = direct
         e.sync = sync
+        e.trim = !noTrim
         e.buffers = buffers
         e.mask = try macMask.map(parseMACs) ?? []
         e.configString = configString

@@ -33,6 +33,7 @@ final class ConfigFileTests: XCTestCase {
             read_only = true
             direct = true
             sync = true
+            trim = false
             buffers = 128
             mac_mask = ["02:00:00:00:00:01", "52:54:00:12:34:56"]
             config_string = "rack 4"
@@ -65,7 +66,9 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(a.address, ShelfSlot(shelf: 7, slot: 3))
         XCTAssertEqual(a.interfaces, ["eth1", "eth2"])
         XCTAssertEqual(a.path, "/srv/disk.img")
-        XCTAssertEqual([a.readOnly, a.direct, a.sync], [true, true, true])
+        XCTAssertEqual([a.readOnly, a.direct, a.sync, a.trim], [true, true, true, false])
+        XCTAssertTrue(spec.exports[1].trim, "TRIM is offered by default")
+        XCTAssertFalse(a.targetConfiguration.trim)
         XCTAssertEqual(a.buffers, 128)
         XCTAssertEqual(a.mask, [MACAddress("02:00:00:00:00:01")!, MACAddress("52:54:00:12:34:56")!])
         XCTAssertEqual(a.configString, "rack 4")
@@ -77,7 +80,7 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(a.workers, 4)
         XCTAssertEqual(a.faultPlan, FaultPlan(operations: [.write, .flush], percent: 2.5, seed: 7))
         XCTAssertEqual(a.origin.description, "aoe.toml:8")
-        XCTAssertEqual(a.location(of: "workers").description, "aoe.toml:24")
+        XCTAssertEqual(a.location(of: "workers").description, "aoe.toml:25")
         let b = spec.exports[1]
         XCTAssertTrue(b.passthrough)
         XCTAssertEqual(b.allowATA, [0x2F, 0x92])

@@ -115,6 +115,20 @@ extension TargetTests {
 
     /// A TRIM overlapping a slow write waits for it, and a write after the TRIM waits for the TRIM: the last
     /// word on every sector is the last request's, whichever worker runs first.
+    /// `trim = false` / `--no-trim`: a device that could discard is served without TRIM.
+    func testAnExportWithTrimOffDoesNotOfferIt() throws {
+        let device = MemoryDevice(sectors: 100)
+        XCTAssertNotNil(device.capabilities.discard)
+        start(device: device) { $0.trim = false }
+        let words = try identifyWords(1)
+        XCTAssertEqual([words[69], words[105], words[169]], [0, 0, 0])
+        let data = [UInt8](repeating: 0x33, count: 512)
+        XCTAssertEqual(ataReply(try XCTUnwrap(exchange(ata(.writeSectorsExt, tag: 2, lba: 1, data: data)))).cmdStatus, 0x40)
+        let reply = ataReply(try XCTUnwrap(exchange(trim(tag: 3, [(1, 1)]))))
+        XCTAssertEqual([reply.cmdStatus, reply.errFeature], [0x51, 0x04])
+        XCTAssertEqual(device.contents(lba: 1, count: 1), data)
+    }
+
     func testTrimIsOrderedAgainstOverlappingWritesBothWays() throws {
         let events = EventLog()
         let device = RecordingDevice(sectors: 100, events: events, slowMarker: 0x01)

@@ -3,7 +3,8 @@
 # an image on ext4 through io_uring, with --direct, with --sync, on worker threads, and on tmpfs (inline).
 # Each time: a written pattern, two ranges discarded (one 32 KiB aligned, one of 3 sectors), then everything
 # read back: zeros exactly where discarded, the pattern everywhere else, and the aligned range a hole in the
-# file. Refusals: a read-only export offers no TRIM, and a range past the end is refused before it is sent.
+# file. Refusals: an export with --no-trim and a read-only one offer no TRIM, and a range past the end is
+# refused before it is sent.
 . "$(dirname "$0")/lib.sh"
 need_tool python3 cmp
 net_up 1500
@@ -71,6 +72,12 @@ if cmp -s "$WORK/pattern.bin" "$WORK/expected.bin"; then fail "control: an image
 
 # Refusals, each with a clear word and nothing discarded.
 cp "$WORK/pattern.bin" "$DISK"
+start_target "$WORK/notrim.log" --no-trim 1 8 t0 "$DISK"
+check "--no-trim: IDENTIFY offers no TRIM on an image that could have holes" grep -qx "trim: no" <(aoectl identify -i i0 1.8)
+aoectl discard -i i0 1.8 --lba 0 --count 8 2>"$WORK/notrim.err"; rc=$?
+check "--no-trim: aoectl discard fails (exit $rc) and says why" grep -q "does not support TRIM" "$WORK/notrim.err"
+stop_target
+check "--no-trim: the image is unchanged" cmp -s "$DISK" "$WORK/pattern.bin"
 start_target "$WORK/ro.log" -r 1 9 t0 "$DISK"
 check "read-only: IDENTIFY offers no TRIM" grep -qx "trim: no" <(aoectl identify -i i0 1.9)
 aoectl discard -i i0 1.9 --lba 0 --count 8 2>"$WORK/ro.err"; rc=$?
