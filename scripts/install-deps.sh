@@ -35,6 +35,7 @@ e2e         aoetools             aoeping aoecfg
 e2e         vblade               vblade
 e2e         curl                 curl
 e2e         perl-base            perl
+e2e         python3              python3
 e2e         prometheus           promtool
 interop     qemu-system-x86      qemu-system-x86_64
 interop     linux-image-amd64    -
