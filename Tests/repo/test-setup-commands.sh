@@ -70,8 +70,9 @@ wrong_rows() {
             owner=$( { dpkg -S "$real" || dpkg -S "${real/#\/usr\/bin\//\/bin\/}" || dpkg -S "${real/#\/usr\/sbin\//\/sbin\/}"; } 2>/dev/null | head -1 | cut -d: -f1)
             # First on PATH may be a copy outside dpkg (a pyenv shim for python3): the system's own then decides.
             [ -z "$owner" ] && [ -e "/usr/bin/$t" ] && owner=$(dpkg -S "/usr/bin/$t" 2>/dev/null | head -1 | cut -d: -f1)
-            # The package itself, or one it depends on (binutils -> binutils-x86-64-linux-gnu).
-            [ -n "$owner" ] && { [ "$owner" = "$pkg" ] || dpkg-query -W -f='${Depends}' "$pkg" 2>/dev/null | grep -qw -- "$owner"; } ||
+            # The package itself, or one it depends on (binutils -> binutils-x86-64-linux-gnu; python3 pre-depends on
+            # python3-minimal, which holds /usr/bin/python3).
+            [ -n "$owner" ] && { [ "$owner" = "$pkg" ] || dpkg-query -W -f='${Depends} ${Pre-Depends}' "$pkg" 2>/dev/null | grep -qw -- "$owner"; } ||
                 echo " $t($pkg, dpkg says ${owner:-nothing})"
         done
     done < <(grep -E '^[a-z]' <<<"$1")
