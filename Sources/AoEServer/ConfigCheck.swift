@@ -48,6 +48,7 @@ public enum ConfigCheck {
             if export.sync { mode.append("durable writes") }
             if export.direct { mode.append("O_DIRECT") }
             if export.passthrough { mode.append("ATA pass-through") }
+            if !export.trim { mode.append("no TRIM") }
             lines.append("e\(export.address) on \(export.interfaces.joined(separator: ", ")): \(export.path) (\(what); \(mode.joined(separator: ", ")); \(export.buffers) buffers; from \(export.origin))")
         }
         lines.append("state: \(spec.stateDirectory ?? "not saved")")

@@ -181,7 +181,7 @@ final class ExportRuntime: @unchecked Sendable {
         for p in 0..<t.link.portCount {
             let mac = t.link.macAddress(port: UInt8(p))
             let name = spec.interfaces[p]
-            t.log.log(.info, "\(t.role == .standby ? "standing by to serve" : "serving") \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(spec.sync ? ", durable writes" : ""), \(t.ioDescription)) as e\(spec.address) on \(name) (\(mac), MTU \(t.link.currentMTU()), \(t.configuration.bufferCount) buffers, \(receivePaths[p]))")
+            t.log.log(.info, "\(t.role == .standby ? "standing by to serve" : "serving") \(device.name) (\(device.sectorCount) sectors, \(device.capabilities.writable ? "read-write" : "read-only")\(spec.sync ? ", durable writes" : "")\(t.offersTrim ? ", TRIM" : ""), \(t.ioDescription)) as e\(spec.address) on \(name) (\(mac), MTU \(t.link.currentMTU()), \(t.configuration.bufferCount) buffers, \(receivePaths[p]))")
         }
         port.start()
         failoverWatch?.start()

@@ -226,6 +226,8 @@ public final class Target: @unchecked Sendable {
         return discard == .zeros ? .zeros : .deterministic
     }
     var trimSupport: TrimReadBack? { identifyParameters.trim }
+    /// IDENTIFY offers DATA SET MANAGEMENT TRIM.
+    public var offersTrim: Bool { trimSupport != nil }
 
     /// The IDENTIFY page with the write cache off and on.
     static func identifyPages(_ parameters: IdentifyParameters) -> (cacheOff: [UInt8], cacheOn: [UInt8]) {

@@ -41,6 +41,7 @@ mode() {
     truncate -s 0 "$image"; truncate -s $((SECTORS * 512)) "$image"
     start_target "$WORK/$name.log" "$@" 1 $slot t0 "$image"
     check "$name: served by $engine" grep -q "$engine" "$WORK/$name.log"
+    check "$name: the serving line says TRIM" grep -q "read-write.*, TRIM, " "$WORK/$name.log"
     check "$name: IDENTIFY offers TRIM, reading zeros" \
         grep -qx "trim: yes, trimmed sectors read as zeros" <(aoectl identify -i i0 1.$slot)
     aoectl write -i i0 1.$slot --lba 0 --input "$WORK/pattern.bin"
@@ -74,6 +75,7 @@ if cmp -s "$WORK/pattern.bin" "$WORK/expected.bin"; then fail "control: an image
 cp "$WORK/pattern.bin" "$DISK"
 start_target "$WORK/notrim.log" --no-trim 1 8 t0 "$DISK"
 check "--no-trim: IDENTIFY offers no TRIM on an image that could have holes" grep -qx "trim: no" <(aoectl identify -i i0 1.8)
+check "--no-trim: the serving line does not say TRIM" bash -c "grep serving '$WORK/notrim.log' | grep -vq TRIM"
 aoectl discard -i i0 1.8 --lba 0 --count 8 2>"$WORK/notrim.err"; rc=$?
 check "--no-trim: aoectl discard fails (exit $rc) and says why" grep -q "does not support TRIM" "$WORK/notrim.err"
 stop_target
