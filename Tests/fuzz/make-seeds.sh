@@ -15,6 +15,7 @@ aoectl ata -i i0 1.1 --command 0xEA >/dev/null
 aoectl ata -i i0 1.1 --command 0xEF --feature 0x82 >/dev/null
 head -c 4096 /dev/urandom | aoectl write -i i0 1.1 --lba 8 >/dev/null
 aoectl read -i i0 1.1 --lba 8 --count 8 >/dev/null
+aoectl discard -i i0 1.1 --lba 8 --count 8 >/dev/null
 aoectl config -i i0 1.1 set seed >/dev/null
 aoectl config -i i0 1.1 test seed >/dev/null
 aoectl config -i i0 1.1 prefix se >/dev/null
