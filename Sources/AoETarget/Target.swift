@@ -98,6 +98,8 @@ public final class Target: @unchecked Sendable {
         announcementsDue.store(Self.takeoverAnnouncements, ordering: .releasing)
     }
 
+    /// IDENTIFY offers DATA SET MANAGEMENT TRIM (read per ATA frame, so kept apart from the IDENTIFY parameters).
+    public let offersTrim: Bool
     private let mtu: Atomic<Int>
     /// Settings a reload changes while the export serves (the event loop reads them per frame).
     private let liveBufferCount: Atomic<Int>
@@ -217,6 +219,7 @@ public final class Target: @unchecked Sendable {
             flushSupported: device.capabilities.canFlush,
             trim: Self.trimSupport(configuration, device))
         identifyPages = Self.identifyPages(identifyParameters)
+        offersTrim = identifyParameters.trim != nil
         resizable = device as? any ResizableDevice
     }
 
@@ -225,9 +228,6 @@ public final class Target: @unchecked Sendable {
         guard configuration.trim, let discard = device.capabilities.discard else { return nil }
         return discard == .zeros ? .zeros : .deterministic
     }
-    var trimSupport: TrimReadBack? { identifyParameters.trim }
-    /// IDENTIFY offers DATA SET MANAGEMENT TRIM.
-    public var offersTrim: Bool { trimSupport != nil }
 
     /// The IDENTIFY page with the write cache off and on.
     static func identifyPages(_ parameters: IdentifyParameters) -> (cacheOff: [UInt8], cacheOn: [UInt8]) {
@@ -355,7 +355,7 @@ public final class Target: @unchecked Sendable {
     var capabilities: ExportCapabilities {
         ExportCapabilities(sectors: device.sectorCount, writable: device.capabilities.writable && !forcedReadOnly.load(ordering: .relaxed),
                            canFlush: device.capabilities.canFlush, maxSectorsPerCommand: maxSectors,
-                           canTrim: trimSupport != nil)
+                           canTrim: offersTrim)
     }
 
     /// Re-reads the MTU; logs and counts a change.
