@@ -48,8 +48,8 @@ public enum Syscall {
         return st
     }
 
-    /// The first 4 KiB of a small text file (sysfs, procfs), without its trailing newline; nil when it cannot
-    /// be read.
+    /// The first 4 KiB of a small text file (sysfs, configfs, procfs), without the newlines, spaces and NULs
+    /// that end such values; nil when it cannot be read.
     public static func readSmallTextFile(_ path: String) -> String? {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
@@ -58,7 +58,7 @@ public enum Syscall {
         let n = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
         guard n >= 0 else { return nil }
         var text = String(decoding: bytes[0..<n], as: UTF8.self)
-        while text.last == "\n" { text.removeLast() }
+        while let last = text.last, last == "\n" || last == " " || last == "\0" { text.removeLast() }
         return text
     }
 

@@ -70,15 +70,7 @@ enum SysFS {
         guard n == bytes.count else { throw .system(SystemError(call: "write", errno: n < 0 ? errno : EIO, context: "\(path) <- \(text)")) }
     }
 
-    static func read(_ path: String) -> String? {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { Glibc.close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-        guard n >= 0 else { return nil }
-        return String(decoding: buffer[0..<n], as: UTF8.self).trimmingNewline()
-    }
+    static func read(_ path: String) -> String? { Syscall.readSmallTextFile(path) }
 
     static func makeDirectory(_ path: String) throws(LoopbackDiskError) {
         guard Glibc.mkdir(path, 0o755) == 0 || errno == EEXIST else { throw .system(SystemError(call: "mkdir", errno: errno, context: path)) }
@@ -99,14 +91,6 @@ enum SysFS {
             if name != "." && name != ".." { names.append(name) }
         }
         return names.sorted()
-    }
-}
-
-extension String {
-    func trimmingNewline() -> String {
-        var s = self
-        while let last = s.last, last == "\n" || last == " " || last == "\0" { s.removeLast() }
-        return s
     }
 }
 

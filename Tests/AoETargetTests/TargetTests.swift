@@ -713,16 +713,19 @@ final class TargetTests: XCTestCase {
     /// Where each device queue is tested: io_uring and threads on an ext4 image; inline on a tmpfs image.
     enum QueueUnderTest: CaseIterable { case ioUring, threads, inline }
 
+    /// The image a queue is tested on: on tmpfs for the inline queue, else `diskImage`; sectors hold their LBA's
+    /// low byte either way.
+    func image(for engine: QueueUnderTest, sectors: Int) throws -> String {
+        guard engine == .inline else { return try diskImage(sectors: sectors) }
+        let path = "/dev/shm/aoe-target-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).img"
+        var bytes = [UInt8](repeating: 0, count: sectors * 512)
+        for lba in 0..<sectors { for i in 0..<512 { bytes[lba * 512 + i] = UInt8(truncatingIfNeeded: lba) } }
+        guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { throw XCTSkip("no /dev/shm") }
+        return path
+    }
+
     func startDurable(on engine: QueueUnderTest, sectors: Int) throws -> String {
-        let path: String
-        if engine == .inline {
-            path = "/dev/shm/aoe-target-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).img"
-            var bytes = [UInt8](repeating: 0, count: sectors * 512)
-            for lba in 0..<sectors { for i in 0..<512 { bytes[lba * 512 + i] = UInt8(truncatingIfNeeded: lba) } }
-            guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { throw XCTSkip("no /dev/shm") }
-        } else {
-            path = try diskImage(sectors: sectors)
-        }
+        let path = try image(for: engine, sectors: sectors)
         let device = try ImageDevice(path: path, options: .init())
         start(device: device) {
             $0.durableWrites = true

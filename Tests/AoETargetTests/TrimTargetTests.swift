@@ -36,15 +36,7 @@ extension TargetTests {
     /// a 32 KiB aligned range becomes a hole in the file.
     private func trimDiscardsEveryRange(_ engine: QueueUnderTest) throws {
         let sectors = 256
-        let path: String
-        if engine == .inline {
-            path = "/dev/shm/aoe-target-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).img"
-            var bytes = [UInt8](repeating: 0, count: sectors * 512)
-            for lba in 0..<sectors { for i in 0..<512 { bytes[lba * 512 + i] = UInt8(truncatingIfNeeded: lba) } }
-            guard FileManager.default.createFile(atPath: path, contents: Data(bytes)) else { throw XCTSkip("no /dev/shm") }
-        } else {
-            path = try diskImage(sectors: sectors)
-        }
+        let path = try image(for: engine, sectors: sectors)
         defer { unlink(path) }
         let device = try ImageDevice(path: path, options: .init())
         XCTAssertEqual(device.capabilities.discard, .zeros, "\(engine): the filesystem of \(path) punches holes")
